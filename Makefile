@@ -1,0 +1,35 @@
+# `make test` and `make demo` take a fresh Debian machine with Python 3.11 from clone to green.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
+export MYSQL_URL
+
+.PHONY: test lint typecheck pytest demo db bench soak clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+db: $(BIN)/.installed
+	$(BIN)/python scripts/ensure_db.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check asgi_mysql_session tests examples bench scripts
+	$(BIN)/ruff format --check asgi_mysql_session tests examples bench scripts
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy --strict asgi_mysql_session
+
+pytest: db
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+demo: db
+	$(BIN)/python examples/demo.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""Parsing of ``mysql://user:pass@host:port/db?option=value`` DSNs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import SessionConfigError
+
+
+@dataclass(frozen=True)
+class DSN:
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+    database: str = ""
+    unix_socket: str | None = None
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout: float = 5.0
+    timeout: float | None = None
+    pool_recycle: int = 3600
+
+    def redacted(self) -> str:
+        """For messages and logs: never the password."""
+        where = self.unix_socket or f"{self.host}:{self.port}"
+        return f"mysql://{self.user}@{where}/{self.database}"
+
+
+_INT_OPTIONS = {"pool_min", "pool_max", "pool_recycle"}
+_FLOAT_OPTIONS = {"connect_timeout", "timeout"}
+
+
+def parse_dsn(dsn: str) -> DSN:
+    """Parse a DSN; query options: pool_min, pool_max, pool_recycle, connect_timeout, timeout, unix_socket."""
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port
+    except ValueError as exc:
+        raise SessionConfigError(f"invalid MySQL DSN: {exc}") from None
+    if parts.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
+        raise SessionConfigError(
+            f"invalid MySQL DSN: scheme must be mysql://, got {parts.scheme or 'none'!r}"
+        )
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise SessionConfigError("invalid MySQL DSN: it must name a database, as mysql://host/db")
+    options: dict[str, object] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        try:
+            if name in _INT_OPTIONS:
+                options[name] = int(value)
+            elif name in _FLOAT_OPTIONS:
+                options[name] = float(value)
+            elif name == "unix_socket":
+                options[name] = value
+            else:
+                raise SessionConfigError(f"invalid MySQL DSN: unknown option {name!r}")
+        except ValueError:
+            raise SessionConfigError(f"invalid MySQL DSN: {name}={value!r} is not a number") from None
+    result = DSN(
+        host=parts.hostname or "127.0.0.1",
+        port=port or 3306,
+        user=unquote(parts.username) if parts.username else "root",
+        password=unquote(parts.password) if parts.password else "",
+        database=database,
+        **options,  # type: ignore[arg-type]
+    )
+    if not 0 <= result.pool_min <= result.pool_max or result.pool_max < 1:
+        raise SessionConfigError("invalid MySQL DSN: need 0 <= pool_min <= pool_max and pool_max >= 1")
+    return result

@@ -1,0 +1,74 @@
+"""The background sweep of expired rows.
+
+Reads never return expired rows, so sweeping is garbage collection, not security: it runs
+every ``interval`` seconds (with jitter so workers started together spread out), deletes in
+bounded batches on the expiry index, and takes a named lock so that with several workers on
+one database only one sweeps at a time. A failed sweep is logged and retried next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .provider import MySQLSessionProvider
+
+logger = logging.getLogger("asgi_mysql_session")
+
+
+class ExpirySweeper:
+    def __init__(self, provider: MySQLSessionProvider, *, interval: float, jitter: float = 0.1) -> None:
+        self.provider = provider
+        self.interval = interval
+        self.jitter = jitter
+        self.sweeps = 0
+        self.rows = 0
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="asgi_mysql_session sweeper"
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        # wait() neither raises the task's CancelledError nor swallows one aimed at us.
+        await asyncio.wait([task])
+
+    def _delay(self) -> float:
+        return self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._delay())
+            await self.sweep_once()
+
+    async def sweep_once(self) -> int | None:
+        """One exclusive sweep; None if another process held the lock or it failed."""
+        started = time.perf_counter()
+        try:
+            rows = await self.provider.sweep(exclusive=True)
+        except Exception as exc:  # logged and retried next interval, never fatal
+            self.failures += 1
+            logger.warning("session sweep failed, retrying in %.0fs: %s", self.interval, exc)
+            return None
+        if rows is None:
+            logger.debug("session sweep skipped: another process holds the lock")
+            return None
+        self.sweeps += 1
+        self.rows += rows
+        logger.info("session sweep deleted %d expired rows in %.3fs", rows, time.perf_counter() - started)
+        return rows

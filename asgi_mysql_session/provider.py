@@ -1,0 +1,547 @@
+"""The MySQL/MariaDB provider: the pool, the table, and every round trip to the database.
+
+Each public coroutine is one or two single-row statements on the primary key (or a batched
+delete on the expiry index). Every statement runs under a deadline that covers acquiring the
+connection too, because aiomysql's own ``connect_timeout`` does not cover the handshake; a
+connection that failed, timed out or was cancelled mid-statement is closed, never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import sys
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiomysql
+import pymysql
+from pymysql.constants import CLIENT
+
+from . import sql
+from .dsn import DSN, parse_dsn
+from .errors import (
+    SessionBackendError,
+    SessionConfigError,
+    SessionConflictError,
+    SessionDecodeError,
+    SessionError,
+    SessionSchemaError,
+)
+from .ids import hash_id, is_well_formed, new_session_id
+from .serializer import decode
+
+if TYPE_CHECKING:
+    from .gc import ExpirySweeper
+    from .store import SessionStore
+
+logger = logging.getLogger("asgi_mysql_session")
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+#: MySQL errors after which the same statement may simply run again.
+_RETRYABLE = {1213: "deadlock", 1205: "lock wait timeout"}
+_STATEMENT_RETRIES = 3
+_SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
+
+if sys.version_info >= (3, 11):
+
+    async def _bounded(aw: Awaitable[T], seconds: float) -> T:
+        async with asyncio.timeout(seconds):
+            return await aw
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _bounded(aw: Awaitable[T], seconds: float) -> T:
+        return await asyncio.wait_for(aw, seconds)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A live session row as stored."""
+
+    data: bytes
+    values: dict[str, Any]
+    expiry: int
+    version: int
+    created: int
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class OwnedSession:
+    """One live session of an owner, as ``sessions_of`` lists it (never the id itself)."""
+
+    key_hash: str
+    created: int
+    expiry: int
+
+
+def _is_server_error(exc: BaseException) -> bool:
+    """A server-side error (1000-1999, 3000+) leaves the connection usable; client errors don't."""
+    if not isinstance(exc, pymysql.err.MySQLError) or not exc.args:
+        return False
+    code = exc.args[0]
+    return isinstance(code, int) and (1000 <= code < 2000 or code >= 3000)
+
+
+class _Link:
+    """One checked-out connection; every statement on it is bounded and counted."""
+
+    def __init__(self, conn: Any, provider: MySQLSessionProvider) -> None:
+        self.conn = conn
+        self.provider = provider
+        self.broken = False
+
+    async def execute(self, statement: str, args: Sequence[Any] = ()) -> tuple[int, list[Any]]:
+        """Run one statement; returns (matched rows, fetched rows)."""
+        provider = self.provider
+        for attempt in range(_STATEMENT_RETRIES):
+            try:
+                cur = await self.conn.cursor()
+                count = await _bounded(cur.execute(statement, args), provider.timeout)
+                rows = list(await cur.fetchall())
+                provider.statements += 1
+                return int(count), rows
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                self.broken = True
+                raise provider._failed(
+                    f"the database did not answer within {provider.timeout:g}s", exc
+                ) from exc
+            except pymysql.err.MySQLError as exc:
+                code = exc.args[0] if exc.args else None
+                if code in _RETRYABLE and attempt + 1 < _STATEMENT_RETRIES:
+                    logger.info("%s, retrying statement (attempt %d)", _RETRYABLE[code], attempt + 2)
+                    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                    continue
+                if not _is_server_error(exc):
+                    self.broken = True
+                if isinstance(exc, pymysql.err.IntegrityError) and code == 1062:
+                    raise SessionConflictError("a session with this id already exists") from exc
+                if code == 1146:
+                    raise SessionSchemaError(provider._missing_table_message()) from exc
+                raise provider._failed(f"statement failed: {exc}", exc) from exc
+            except OSError as exc:
+                self.broken = True
+                raise provider._failed(f"connection failed: {exc}", exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class MySQLSessionProvider:
+    """Sessions in one MySQL/MariaDB table, reached through an aiomysql pool.
+
+    ``dsn`` is ``mysql://user:pass@host:port/db`` with optional query options
+    ``pool_min``, ``pool_max``, ``pool_recycle``, ``connect_timeout``, ``timeout`` and
+    ``unix_socket``. Pass ``pool=`` instead to share an aiomysql pool you own; it must be
+    created with ``autocommit=True`` and ``client_flag=CLIENT.FOUND_ROWS``
+    (see :meth:`connect_kwargs`).
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: Any = None,
+        table: str = "session",
+        max_lifetime: int = 3600,
+        absolute_lifetime: int | None = 86400,
+        touch_after: int | None = None,
+        max_size: int = 65536,
+        create_table: bool = False,
+        timeout: float = 5.0,
+        write_retries: int = 10,
+        gc_interval: float | None = 600.0,
+        gc_batch_size: int = 1000,
+        clock: Clock = time.time,
+    ) -> None:
+        if (dsn is None) == (pool is None):
+            raise SessionConfigError("pass exactly one of dsn= or pool=")
+        self._dsn: DSN | None = parse_dsn(dsn) if dsn is not None else None
+        self._pool: Any = pool
+        self._owns_pool = pool is None
+        self.table = sql.check_table_name(table)
+        self.sql = sql.statements(table)
+        if max_lifetime < 1:
+            raise SessionConfigError("max_lifetime must be at least 1 second")
+        if absolute_lifetime is not None and absolute_lifetime < max_lifetime:
+            raise SessionConfigError("absolute_lifetime must be None or >= max_lifetime")
+        if not 1 <= max_size <= sql.DATA_COLUMN_BYTES:
+            raise SessionConfigError(f"max_size must be between 1 and {sql.DATA_COLUMN_BYTES}")
+        if touch_after is None:
+            touch_after = max(1, max_lifetime // 10)
+        if not 0 <= touch_after <= max_lifetime:
+            raise SessionConfigError("touch_after must be between 0 and max_lifetime")
+        if gc_interval is not None and gc_interval <= 0:
+            raise SessionConfigError("gc_interval must be positive, or None to disable sweeps")
+        if gc_batch_size < 1 or write_retries < 0:
+            raise SessionConfigError("gc_batch_size must be >= 1 and write_retries >= 0")
+        self.max_lifetime = max_lifetime
+        self.absolute_lifetime = absolute_lifetime
+        self.touch_after = touch_after
+        self.max_size = max_size
+        self.create_table = create_table
+        self.timeout = self._dsn.timeout if self._dsn and self._dsn.timeout else timeout
+        self.write_retries = write_retries
+        self.gc_interval = gc_interval
+        self.gc_batch_size = gc_batch_size
+        self.clock = clock
+        #: Statements run since creation; cheap to read for metrics and tests.
+        self.statements = 0
+        self._database = self._dsn.database if self._dsn else ""
+        self._opened = False
+        self._open_lock: asyncio.Lock | None = None
+        self._sweeper: ExpirySweeper | None = None
+        self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @staticmethod
+    def connect_kwargs() -> dict[str, Any]:
+        """The aiomysql connection options the provider relies on, for pools you build yourself."""
+        return {
+            "autocommit": True,
+            "client_flag": CLIENT.FOUND_ROWS,
+            "charset": "utf8mb4",
+            "init_command": f"SET SESSION sql_mode = '{_SQL_MODE}'",
+        }
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened
+
+    async def open(self) -> None:
+        """Build the pool and check (or create) the table. Safe to call more than once."""
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._opened:
+                return
+            if self._pool is None:
+                self._pool = await self._create_pool()
+            try:
+                await self._check_pool_flags()
+                await self._check_table()
+            except BaseException:
+                await self._close_pool()
+                raise
+            self._opened = True
+            if self.gc_interval is not None:
+                from .gc import ExpirySweeper
+
+                self._sweeper = ExpirySweeper(self, interval=self.gc_interval)
+                self._sweeper.start()
+
+    async def close(self) -> None:
+        """Stop the sweeper and close the pool (only if the provider built it)."""
+        if self._sweeper is not None:
+            await self._sweeper.stop()
+            self._sweeper = None
+        if self._opened:
+            self._opened = False
+            await self._close_pool()
+
+    async def __aenter__(self) -> MySQLSessionProvider:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _create_pool(self) -> Any:
+        dsn = self._dsn
+        assert dsn is not None
+        kwargs = self.connect_kwargs()
+        kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, int(self.timeout))}"
+        try:
+            return await _bounded(
+                aiomysql.create_pool(
+                    minsize=dsn.pool_min,
+                    maxsize=dsn.pool_max,
+                    host=dsn.host,
+                    port=dsn.port,
+                    user=dsn.user,
+                    password=dsn.password,
+                    db=dsn.database,
+                    unix_socket=dsn.unix_socket,
+                    connect_timeout=dsn.connect_timeout,
+                    pool_recycle=dsn.pool_recycle,
+                    **kwargs,
+                ),
+                max(self.timeout, dsn.connect_timeout),
+            )
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise self._failed(f"cannot connect to {dsn.redacted()}: no answer", exc) from exc
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise self._failed(f"cannot connect to {dsn.redacted()}: {exc}", exc) from exc
+
+    async def _close_pool(self) -> None:
+        pool, self._pool = self._pool, (None if self._owns_pool else self._pool)
+        if pool is None or not self._owns_pool:
+            return
+        pool.close()
+        try:
+            await _bounded(pool.wait_closed(), self.timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            pool.terminate()
+
+    async def _check_pool_flags(self) -> None:
+        async with self._connection() as link:
+            if not link.conn.client_flag & CLIENT.FOUND_ROWS:
+                raise SessionConfigError(
+                    "the aiomysql pool must be created with client_flag=CLIENT.FOUND_ROWS "
+                    "(and autocommit=True): use MySQLSessionProvider.connect_kwargs()"
+                )
+            if not link.conn.get_autocommit():
+                raise SessionConfigError("the aiomysql pool must be created with autocommit=True")
+            if not self._database:
+                _, rows = await link.execute("SELECT DATABASE()")
+                self._database = rows[0][0] or ""
+
+    async def _check_table(self) -> None:
+        async with self._connection() as link:
+            _, rows = await link.execute(self.sql.columns, (self.table,))
+            if not rows and self.create_table:
+                await link.execute(sql.create_table(self.table))
+                _, rows = await link.execute(self.sql.columns, (self.table,))
+        if not rows:
+            raise SessionSchemaError(self._missing_table_message())
+        found = {name.lower(): (dtype.lower(), length) for name, dtype, length in rows}
+        wrong = [
+            f"{column} ({dtype})"
+            for column, dtype in sql.REQUIRED_COLUMNS.items()
+            if found.get(column, ("missing",))[0] != dtype
+        ]
+        if wrong:
+            raise SessionSchemaError(
+                f"table `{self.table}` in database `{self._database}` lacks or mistypes columns: "
+                f"{', '.join(wrong)}; create it from schema.sql, or run "
+                "`asgi-mysql-session upgrade` for a table made by the Go provider"
+            )
+
+    def _missing_table_message(self) -> str:
+        return (
+            f"session table `{self.table}` does not exist in database `{self._database}`: "
+            "create it with schema.sql (or `asgi-mysql-session init`), "
+            "or pass create_table=True"
+        )
+
+    def _failed(self, message: str, cause: BaseException) -> SessionBackendError:
+        logger.warning("session backend error: %s", message)
+        return SessionBackendError(message)
+
+    # -- connections -----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Link]:
+        """Check out a connection under the deadline; it always goes back to the pool."""
+        pool = self._pool
+        if pool is None:
+            raise SessionError("the provider is not open: await provider.open() first")
+        try:
+            conn = await _bounded(_acquire(pool), self.timeout)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise self._failed(
+                f"no database connection within {self.timeout:g}s (pool exhausted or database unreachable)",
+                exc,
+            ) from exc
+        except (pymysql.err.MySQLError, OSError) as exc:
+            raise self._failed(f"cannot connect to the database: {exc}", exc) from exc
+        link = _Link(conn, self)
+        try:
+            yield link
+        except BaseException as exc:
+            if not isinstance(exc, SessionError):  # cancelled or failed mid-statement
+                link.broken = True
+            raise
+        finally:
+            if link.broken:
+                conn.close()
+            pool.release(conn)
+            if link.broken:
+                # aiomysql does not wake waiters when a closed connection comes back.
+                task = asyncio.get_running_loop().create_task(_wake(pool))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _execute(self, statement: str, args: Sequence[Any] = ()) -> tuple[int, list[Any]]:
+        async with self._connection() as link:
+            return await link.execute(statement, args)
+
+    # -- time and ids ----------------------------------------------------------------
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def deadline(self, created: int, now: int) -> int:
+        """Idle deadline from now, capped by the absolute lifetime since creation."""
+        deadline = now + self.max_lifetime
+        if self.absolute_lifetime is not None:
+            deadline = min(deadline, created + self.absolute_lifetime)
+        return deadline
+
+    @staticmethod
+    def new_session_id() -> str:
+        """A fresh id: 256 bits from ``secrets``, URL-safe."""
+        return new_session_id()
+
+    def save_lock(self, key_hash: str) -> asyncio.Lock:
+        """One lock per session and process, so concurrent saves queue instead of starving."""
+        lock = self._save_locks.get(key_hash)
+        if lock is None:
+            lock = self._save_locks[key_hash] = asyncio.Lock()
+        return lock
+
+    # -- the Go provider's API -------------------------------------------------------
+
+    async def read(self, sid: str) -> SessionStore:
+        """The live session under ``sid``, or an empty new store bound to it (one SELECT)."""
+        from .store import SessionStore
+
+        if is_well_formed(sid):
+            row = await self.fetch(hash_id(sid))
+            if row is not None:
+                return SessionStore.from_row(self, sid, row)
+        return SessionStore(self, sid)
+
+    async def exist(self, sid: str) -> bool:
+        if not is_well_formed(sid):
+            return False
+        _, rows = await self._execute(self.sql.exist, (hash_id(sid), self.now()))
+        return bool(rows)
+
+    async def regenerate(self, old_sid: str, new_sid: str) -> SessionStore:
+        """Move the session to ``new_sid`` in one UPDATE; the old id is dead at once."""
+        from .store import SessionStore
+
+        if not is_well_formed(new_sid):
+            raise SessionConfigError("new_sid is not a well-formed session id")
+        if is_well_formed(old_sid) and await self.rename(hash_id(old_sid), hash_id(new_sid)):
+            row = await self.fetch(hash_id(new_sid))
+            if row is not None:
+                return SessionStore.from_row(self, new_sid, row)
+        return SessionStore(self, new_sid)
+
+    async def destroy(self, sid: str) -> bool:
+        """Delete the session; True if a row was there."""
+        if not is_well_formed(sid):
+            return False
+        return await self.delete(hash_id(sid))
+
+    async def all(self) -> int:
+        """How many live (unexpired) sessions there are."""
+        _, rows = await self._execute(self.sql.count, (self.now(),))
+        return int(rows[0][0])
+
+    async def gc(self, batch_size: int | None = None) -> int:
+        """Delete expired rows in batches now; returns how many."""
+        swept = await self.sweep(batch_size=batch_size)
+        return swept or 0
+
+    # -- owners ("log out everywhere") ----------------------------------------------
+
+    async def sessions_of(self, owner: str) -> list[OwnedSession]:
+        _, rows = await self._execute(self.sql.of_owner, (owner, self.now()))
+        return [OwnedSession(key, int(created), int(expiry)) for key, created, expiry in rows]
+
+    async def destroy_owner(self, owner: str) -> int:
+        """End every session bound to ``owner`` in one statement; returns how many."""
+        count, _ = await self._execute(self.sql.delete_owner, (owner,))
+        return count
+
+    # -- sweeping ----------------------------------------------------------------------
+
+    def lock_name(self) -> str:
+        digest = hashlib.sha256(f"{self._database}.{self.table}".encode()).hexdigest()[:40]
+        return f"asgi_mysql_session:{digest}"
+
+    async def sweep(
+        self,
+        *,
+        batch_size: int | None = None,
+        exclusive: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int | None:
+        """Delete expired rows in batches of ``batch_size`` until none are left.
+
+        With ``exclusive`` the sweep first takes a named lock (GET_LOCK) so that only one
+        process sweeps a table at a time; it returns None when another holds it.
+        """
+        batch = batch_size or self.gc_batch_size
+        total = 0
+        async with self._connection() as link:
+            if exclusive:
+                _, rows = await link.execute(self.sql.get_lock, (self.lock_name(),))
+                if not rows or rows[0][0] != 1:
+                    return None
+            try:
+                while True:
+                    deleted, _ = await link.execute(self.sql.gc_batch, (self.now(), batch))
+                    total += deleted
+                    if on_batch is not None:
+                        on_batch(deleted)
+                    if deleted < batch:
+                        return total
+            finally:
+                if exclusive and not link.broken:
+                    await link.execute(self.sql.release_lock, (self.lock_name(),))
+
+    # -- row operations used by SessionStore ----------------------------------------
+
+    async def fetch(self, key_hash: str) -> Row | None:
+        """The live row, or None; a row that cannot be decoded is logged and removed."""
+        _, rows = await self._execute(self.sql.select, (key_hash, self.now()))
+        if not rows:
+            return None
+        data, expiry, version, created, owner = rows[0]
+        try:
+            values = decode(data)
+        except SessionDecodeError as exc:
+            logger.warning("dropping undecodable session %s: %s", key_hash[:12], exc)
+            await self.delete(key_hash)
+            return None
+        return Row(bytes(data), values, int(expiry), int(version), int(created), owner)
+
+    async def insert(self, key_hash: str, data: bytes, expiry: int, created: int, owner: str | None) -> None:
+        await self._execute(self.sql.insert, (key_hash, data, expiry, created, owner))
+
+    async def update(self, key_hash: str, data: bytes, expiry: int, owner: str | None, version: int) -> bool:
+        """Conditional write; False if the row moved on (other version) or is gone."""
+        count, _ = await self._execute(self.sql.update, (data, expiry, owner, key_hash, version, self.now()))
+        return count == 1
+
+    async def touch(self, key_hash: str, expiry: int) -> bool:
+        count, _ = await self._execute(self.sql.touch, (expiry, key_hash, self.now()))
+        return count == 1
+
+    async def rename(self, old_hash: str, new_hash: str) -> bool:
+        count, _ = await self._execute(self.sql.rename, (new_hash, old_hash, self.now()))
+        return count == 1
+
+    async def delete(self, key_hash: str) -> bool:
+        count, _ = await self._execute(self.sql.delete, (key_hash,))
+        return count == 1
+
+
+async def _acquire(pool: Any) -> Any:
+    return await pool.acquire()
+
+
+async def _wake(pool: Any) -> None:
+    async with pool._cond:
+        pool._cond.notify()

@@ -1,0 +1,89 @@
+"""msgpack encoding of session data, with a strict type policy.
+
+Only types that round-trip exactly are accepted: str, bytes, int (64-bit range), float,
+bool, None, lists and dicts with str keys. Tuples, sets, datetimes and custom objects are
+refused when they are *set*, with the key named, instead of failing later at save time or
+coming back as something else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .errors import SessionDecodeError
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_SCALARS = (bytes, float, bool, type(None))
+
+
+def check_value(key: object, value: Any) -> None:
+    """Raise ``TypeError`` naming ``key`` (and the path inside it) if ``value`` can't be stored."""
+    if type(key) is not str:
+        raise TypeError(f"session keys must be str, not {type(key).__name__}: {key!r}")
+    _check_text(key, "key " + repr(key))
+    _check(value, repr(key))
+
+
+def _check_text(text: str, path: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TypeError(f"session value at {path}: str is not valid UTF-8 ({exc.reason})") from None
+
+
+def _check(value: Any, path: str) -> None:
+    kind = type(value)
+    if kind is str:
+        _check_text(value, path)
+        return
+    if kind in _SCALARS:
+        return
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise TypeError(f"session value at {path}: int {value} is outside msgpack's 64-bit range")
+        return
+    if kind is list:
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+        return
+    if kind is dict:
+        for sub_key, item in value.items():
+            if type(sub_key) is not str:
+                raise TypeError(
+                    f"session value at {path}: dict keys must be str, not {type(sub_key).__name__}"
+                )
+            _check_text(sub_key, f"{path} key {sub_key!r}")
+            _check(item, f"{path}[{sub_key!r}]")
+        return
+    raise TypeError(
+        f"session value at {path}: {kind.__name__} is not storable "
+        "(use str, bytes, int, float, bool, None, list or dict with str keys)"
+    )
+
+
+def encode(data: dict[str, Any]) -> bytes:
+    """Encode a session mapping; values were checked when they were set."""
+    try:
+        return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        # Only reachable through in-place mutation of a nested value (never checked on set).
+        for key, value in data.items():
+            check_value(key, value)
+        raise TypeError(f"session data cannot be encoded: {exc}") from exc
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """Decode a stored row; anything but a str-keyed map is a ``SessionDecodeError``."""
+    if not raw:
+        return {}
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise SessionDecodeError(f"stored session data is not valid msgpack: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise SessionDecodeError("stored session data is not a map with str keys")
+    return data

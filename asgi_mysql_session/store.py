@@ -1,0 +1,315 @@
+"""The session object: a mapping that tracks its changes and knows how to save them.
+
+Kept apart from the SQL (provider.py) as Django keeps ``SessionBase`` apart from its
+backends. Saving follows one rule set, documented in the README:
+
+* nothing is written unless the encoded data (or the owner) differs from what was read, so
+  in-place mutation of nested values is caught without ``mark_modified()``;
+* a new session is one INSERT; an emptied one is one DELETE (logout);
+* an existing one is one UPDATE conditioned on the version it was read at. If another
+  writer got there first, the row is read again and only this request's own key-level
+  changes (sets and deletes) are applied on top, then the write is retried: two requests
+  changing different keys both persist, and for the same key the later write wins;
+* a row that vanished meanwhile (logout, rotation, expiry) is never recreated:
+  ``SessionInterrupted`` is raised instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, MutableMapping
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from .errors import SessionConflictError, SessionInterrupted, SessionTooLargeError
+from .ids import hash_id, log_id
+from .serializer import check_value, decode, encode
+
+if TYPE_CHECKING:
+    from .provider import MySQLSessionProvider, Row
+
+
+class SaveResult(enum.Enum):
+    """What ``release()`` did, so the middleware knows which cookie to send."""
+
+    NOTHING = "nothing"
+    CREATED = "created"
+    UPDATED = "updated"
+    TOUCHED = "touched"
+    DESTROYED = "destroyed"
+
+
+class SessionStore(MutableMapping[str, Any]):
+    """One session's data, Go-style (``get/set/delete/flush/release``) and dict-style.
+
+    It becomes ``request.session`` under the middleware. Values must be msgpack types;
+    a value that is not is refused with ``TypeError`` when set, naming the key.
+    """
+
+    def __init__(self, provider: MySQLSessionProvider, session_id: str) -> None:
+        self._provider = provider
+        self._sid = session_id
+        self._key: str | None = None
+        self._data: dict[str, Any] = {}
+        self._raw = b""  # the bytes as read; b"" for a session not in the database
+        self._version = 0
+        self._created = 0
+        self._expiry = 0
+        self._owner: str | None = None
+        self._stored_owner: str | None = None
+        self._new = True
+        self._destroyed = False
+        self._modified = False
+        #: True once the app looked at the data (the middleware then sends ``Vary: Cookie``).
+        self.accessed = False
+
+    @classmethod
+    def from_row(cls, provider: MySQLSessionProvider, session_id: str, row: Row) -> SessionStore:
+        store = cls(provider, session_id)
+        store._data = row.values
+        store._raw = row.data
+        store._version = row.version
+        store._created = row.created
+        store._expiry = row.expiry
+        store._owner = store._stored_owner = row.owner
+        store._new = False
+        return store
+
+    # -- identity and state ----------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        return self._sid
+
+    @property
+    def key_hash(self) -> str:
+        """What the database stores for this id."""
+        if self._key is None:
+            self._key = hash_id(self._sid)
+        return self._key
+
+    @property
+    def is_new(self) -> bool:
+        """True while no row exists for this session."""
+        return self._new
+
+    @property
+    def modified(self) -> bool:
+        return self._modified
+
+    @property
+    def expiry(self) -> int:
+        """The stored deadline in unix seconds (0 for a session never saved)."""
+        return self._expiry
+
+    @property
+    def created(self) -> int:
+        return self._created
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def owner(self) -> str | None:
+        """Who the session belongs to (e.g. a user id), for ``provider.destroy_owner``."""
+        return self._owner
+
+    @owner.setter
+    def owner(self, owner: str | None) -> None:
+        if owner is not None and (not isinstance(owner, str) or not 0 < len(owner) <= 191):
+            raise ValueError("owner must be a non-empty str of at most 191 characters, or None")
+        self._owner = owner
+        self._modified = True
+
+    def mark_modified(self) -> None:
+        self._modified = True
+
+    def __repr__(self) -> str:  # never the id itself
+        return f"<SessionStore {log_id(self._sid)} keys={len(self._data)} new={self._new}>"
+
+    # -- mapping ---------------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        check_value(key, value)
+        self.accessed = True
+        self._modified = True
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.accessed = True
+        del self._data[key]
+        self._modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        self.accessed = True
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return self._data.get(key, default)
+
+    def clear(self) -> None:
+        """Empty the session; on release its row is deleted (logout)."""
+        self.accessed = True
+        if self._data:
+            self._modified = True
+        self._data = {}
+
+    # -- the Go store's names --------------------------------------------------------
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present (no error when it is not)."""
+        if key in self._data:
+            del self[key]
+
+    def flush(self) -> None:
+        self.clear()
+
+    # -- persistence -----------------------------------------------------------------
+
+    def _encode(self) -> bytes:
+        raw = encode(self._data)
+        if len(raw) > self._provider.max_size:
+            raise SessionTooLargeError(
+                f"session is {len(raw)} bytes encoded, over max_size={self._provider.max_size}; "
+                "nothing was written"
+            )
+        return raw
+
+    async def release(self) -> SaveResult:
+        """Write what changed, in one statement when nobody else wrote meanwhile."""
+        provider = self._provider
+        if self._new:
+            if not self._data:
+                return SaveResult.NOTHING  # empty sessions are never stored
+            if self._destroyed:  # data set after a logout starts a session under a new id
+                self._sid, self._key, self._destroyed = provider.new_session_id(), None, False
+            raw = self._encode()
+            now = provider.now()
+            expiry = provider.deadline(now, now)
+            await provider.insert(self.key_hash, raw, expiry, now, self._owner)
+            self._new = False
+            self._raw, self._version, self._created, self._expiry = raw, 1, now, expiry
+            self._stored_owner = self._owner
+            self._modified = False
+            return SaveResult.CREATED
+        if self._modified or self.accessed:
+            if not self._data:
+                await provider.delete(self.key_hash)
+                return self._forget()
+            raw = self._encode()
+            if raw != self._raw or self._owner != self._stored_owner:
+                return await self._write(raw)
+        target = provider.deadline(self._created, provider.now())
+        due = target - self._expiry >= max(provider.touch_after, 1)
+        if due and await provider.touch(self.key_hash, target):
+            self._expiry = target
+            return SaveResult.TOUCHED
+        return SaveResult.NOTHING
+
+    async def _write(self, raw: bytes) -> SaveResult:
+        provider = self._provider
+        key = self.key_hash
+        sets: dict[str, Any] | None = None
+        deletes: AbstractSet[str] = frozenset()
+        owner_changed = self._owner != self._stored_owner
+        async with provider.save_lock(key):
+            for _ in range(provider.write_retries + 1):
+                expiry = provider.deadline(self._created, provider.now())
+                if await provider.update(key, raw, expiry, self._owner, self._version):
+                    self._version += 1
+                    self._raw, self._expiry, self._stored_owner = raw, expiry, self._owner
+                    self._modified = False
+                    return SaveResult.UPDATED
+                # Someone else wrote (or the row is gone): merge our own changes onto theirs.
+                row = await provider.fetch(key)
+                if row is None:
+                    self._forget()
+                    raise SessionInterrupted(
+                        "the session ended (logout, rotation or expiry) before this write; "
+                        "it was not recreated"
+                    )
+                if sets is None:
+                    sets, deletes = self._changes()
+                merged = {k: v for k, v in row.values.items() if k not in deletes}
+                merged.update(sets)
+                self._data = merged
+                self._raw, self._version = row.data, row.version
+                self._created, self._expiry = row.created, row.expiry
+                self._stored_owner = row.owner
+                if not owner_changed:
+                    self._owner = row.owner
+                if not merged:
+                    await provider.delete(key)
+                    return self._forget()
+                raw = self._encode()
+                if raw == row.data and self._owner == row.owner:
+                    self._modified = False
+                    return SaveResult.NOTHING  # our changes are already there
+        raise SessionConflictError(
+            f"gave up after {provider.write_retries + 1} conflicting writes to one session"
+        )
+
+    def _changes(self) -> tuple[dict[str, Any], AbstractSet[str]]:
+        """This request's key-level changes against what it read (types compared exactly)."""
+        before = decode(self._raw)
+        sets = {
+            key: value
+            for key, value in self._data.items()
+            if key not in before or _packed(before[key]) != _packed(value)
+        }
+        return sets, before.keys() - self._data.keys()
+
+    def _forget(self) -> SaveResult:
+        """The row is gone: the store is empty and new, and its old id is never reused."""
+        self._destroyed, self._new = True, True
+        self._data, self._raw, self._version = {}, b"", 0
+        self._modified = False
+        return SaveResult.DESTROYED
+
+    @property
+    def destroyed(self) -> bool:
+        """True after the row was deleted by this store (the cookie must be expired)."""
+        return self._destroyed
+
+    async def destroy(self) -> None:
+        """Delete the session now; a later ``release()`` writes nothing."""
+        if not self._new:
+            await self._provider.delete(self.key_hash)
+        self._forget()
+
+    async def regenerate(self) -> None:
+        """Give the session a new id, keeping its data; the old id stops working at once.
+
+        Call it at login and on any privilege change. Pending changes are saved by the next
+        ``release()`` under the new id.
+        """
+        provider = self._provider
+        new_sid = provider.new_session_id()
+        new_key = hash_id(new_sid)
+        if not self._new and not await provider.rename(self.key_hash, new_key):
+            # The row ended meanwhile: what the request holds becomes a new session.
+            self._new, self._raw, self._version = True, b"", 0
+        self._sid, self._key = new_sid, new_key
+
+
+def _packed(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]

@@ -1,0 +1,112 @@
+"""Shared fixtures: a real MariaDB, one fresh table per test, and a clock the tests move."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import unquote, urlsplit
+
+import pymysql
+import pytest
+
+from asgi_mysql_session import MySQLSessionProvider
+
+MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def admin_connection() -> pymysql.Connection:  # type: ignore[type-arg]
+    parts = urlsplit(MYSQL_URL)
+    return pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=unquote(parts.path.lstrip("/")),
+        autocommit=True,
+    )
+
+
+class Database:
+    """Synchronous side door to the server, for looking at rows and counting statements."""
+
+    def __init__(self) -> None:
+        self.conn = admin_connection()
+
+    def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def counters(self) -> dict[str, int]:
+        rows = self.query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_select','Com_insert','Com_update','Com_delete')"
+        )
+        return {str(name)[4:].lower(): int(str(value)) for name, value in rows}
+
+
+class StatementCounter:
+    """Counts the statements the server ran between ``start()`` and ``delta()``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.before = db.counters()
+
+    def start(self) -> None:
+        self.before = self.db.counters()
+
+    def delta(self) -> dict[str, int]:
+        after = self.db.counters()
+        return {k: after[k] - self.before[k] for k in after if after[k] - self.before[k]}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db() -> Iterator[Database]:
+    database = Database()
+    yield database
+    database.conn.close()
+
+
+@pytest.fixture
+def statements(db: Database) -> StatementCounter:
+    return StatementCounter(db)
+
+
+@pytest.fixture
+def table(db: Database) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    db.query(f"DROP TABLE IF EXISTS `{name}`")
+
+
+def assert_no_connection_checked_out(provider: MySQLSessionProvider) -> None:
+    pool = provider._pool
+    if pool is not None:
+        assert not pool._used, f"{len(pool._used)} connection(s) still checked out of the pool"
+
+
+@pytest.fixture
+async def provider(table: str, clock: FakeClock) -> AsyncIterator[MySQLSessionProvider]:
+    p = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=None)
+    await p.open()
+    yield p
+    assert_no_connection_checked_out(p)
+    await p.close()
