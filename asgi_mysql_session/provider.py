@@ -15,6 +15,7 @@ import random
 import sys
 import time
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class _Link:
                 cur = await self.conn.cursor()
                 count = await _bounded(cur.execute(statement, args), provider.timeout)
                 rows = list(await cur.fetchall())
-                provider.statements += 1
+                provider.statements[statement[:6].lower()] += 1
                 return int(count), rows
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 self.broken = True
@@ -193,8 +194,9 @@ class MySQLSessionProvider:
         self.gc_interval = gc_interval
         self.gc_batch_size = gc_batch_size
         self.clock = clock
-        #: Statements run since creation; cheap to read for metrics and tests.
-        self.statements = 0
+        #: Statements run since creation by kind ("select", "insert", "update", "delete"...),
+        #: cheap to read for metrics and tests.
+        self.statements: Counter[str] = Counter()
         self._database = self._dsn.database if self._dsn else ""
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
