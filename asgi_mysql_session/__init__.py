@@ -1,5 +1,6 @@
 """asgi_mysql_session: server-side sessions in MySQL/MariaDB for asyncio and ASGI apps."""
 
+from .dependencies import session_dependency
 from .errors import (
     SessionBackendError,
     SessionConfigError,
@@ -14,6 +15,7 @@ from .errors import (
 )
 from .gc import ExpirySweeper
 from .ids import new_session_id
+from .middleware import SessionMiddleware, load_session, regenerate_session, save_session
 from .provider import MySQLSessionProvider, OwnedSession
 from .store import SaveResult, SessionStore
 
@@ -29,9 +31,14 @@ __all__ = [
     "SessionError",
     "SessionInterrupted",
     "SessionLockTimeout",
+    "SessionMiddleware",
     "SessionNotLoaded",
     "SessionSchemaError",
     "SessionStore",
     "SessionTooLargeError",
+    "load_session",
     "new_session_id",
+    "regenerate_session",
+    "save_session",
+    "session_dependency",
 ]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from .errors import SessionConflictError, SessionInterrupted, SessionTooLargeError
+from .errors import SessionConflictError, SessionError, SessionInterrupted, SessionTooLargeError
 from .ids import hash_id, log_id
 from .serializer import check_value, decode, encode
 
@@ -64,18 +64,42 @@ class SessionStore(MutableMapping[str, Any]):
         self._modified = False
         #: True once the app looked at the data (the middleware then sends ``Vary: Cookie``).
         self.accessed = False
+        # Set while the data is unavailable (lazy mode before loading, or the load failed):
+        # any access raises it, so a route that never touches the session is unaffected.
+        self._blocked: SessionError | None = None
 
     @classmethod
     def from_row(cls, provider: MySQLSessionProvider, session_id: str, row: Row) -> SessionStore:
         store = cls(provider, session_id)
-        store._data = row.values
-        store._raw = row.data
-        store._version = row.version
-        store._created = row.created
-        store._expiry = row.expiry
-        store._owner = store._stored_owner = row.owner
-        store._new = False
+        store._fill(row)
         return store
+
+    def _fill(self, row: Row) -> None:
+        self._data = row.values
+        self._raw = row.data
+        self._version = row.version
+        self._created = row.created
+        self._expiry = row.expiry
+        self._owner = self._stored_owner = row.owner
+        self._new = False
+
+    def _block(self, error: SessionError | None) -> None:
+        self._blocked = error
+
+    def _load(self, session_id: str, row: Row | None) -> None:
+        """Fill a store created before its row was read (the middleware's lazy path)."""
+        self._sid, self._key = session_id, None
+        if row is not None:
+            self._fill(row)
+        self._blocked = None
+
+    def _check(self) -> None:
+        if self._blocked is not None:
+            raise self._blocked
+
+    @property
+    def loaded(self) -> bool:
+        return self._blocked is None
 
     # -- identity and state ----------------------------------------------------------
 
@@ -133,38 +157,53 @@ class SessionStore(MutableMapping[str, Any]):
     # -- mapping ---------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
+        if self._blocked is not None:
+            raise self._blocked
         self.accessed = True
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if self._blocked is not None:
+            raise self._blocked
         check_value(key, value)
         self.accessed = True
         self._modified = True
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
+        if self._blocked is not None:
+            raise self._blocked
         self.accessed = True
         del self._data[key]
         self._modified = True
 
     def __iter__(self) -> Iterator[str]:
+        if self._blocked is not None:
+            raise self._blocked
         self.accessed = True
         return iter(self._data)
 
     def __len__(self) -> int:
+        if self._blocked is not None:
+            raise self._blocked
         self.accessed = True
         return len(self._data)
 
     def __contains__(self, key: object) -> bool:
+        if self._blocked is not None:
+            raise self._blocked
         self.accessed = True
         return key in self._data
 
     def get(self, key: str, default: Any = None) -> Any:
+        if self._blocked is not None:
+            raise self._blocked
         self.accessed = True
         return self._data.get(key, default)
 
     def clear(self) -> None:
         """Empty the session; on release its row is deleted (logout)."""
+        self._check()
         self.accessed = True
         if self._data:
             self._modified = True
@@ -197,6 +236,8 @@ class SessionStore(MutableMapping[str, Any]):
     async def release(self) -> SaveResult:
         """Write what changed, in one statement when nobody else wrote meanwhile."""
         provider = self._provider
+        if self._blocked is not None:
+            return SaveResult.NOTHING  # never loaded, so nothing can have changed
         if self._new:
             if not self._data:
                 return SaveResult.NOTHING  # empty sessions are never stored
@@ -302,6 +343,7 @@ class SessionStore(MutableMapping[str, Any]):
         Call it at login and on any privilege change. Pending changes are saved by the next
         ``release()`` under the new id.
         """
+        self._check()
         provider = self._provider
         new_sid = provider.new_session_id()
         new_key = hash_id(new_sid)

@@ -1,0 +1,400 @@
+"""Pure ASGI middleware: ``scope["session"]`` backed by MySQL, cookies done right.
+
+Like Starlette's own SessionMiddleware it only wraps ``send`` and touches headers on
+``http.response.start``; unlike it, the data lives in the database and the cookie holds a
+random id. The session is saved *before* the response headers leave, so a client that got
+a response can rely on its write, and a failed write becomes a clean error response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Literal
+
+from .errors import (
+    SessionBackendError,
+    SessionConfigError,
+    SessionConflictError,
+    SessionError,
+    SessionInterrupted,
+    SessionNotLoaded,
+    SessionTooLargeError,
+)
+from .ids import hash_id, is_well_formed, log_id
+from .provider import MySQLSessionProvider
+from .store import SaveResult, SessionStore
+
+logger = logging.getLogger("asgi_mysql_session")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SCOPE_KEY = "asgi_mysql_session"
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+#: Failures that become a clean response (503/409/413) instead of an exception.
+_OPERATIONAL = (SessionBackendError, SessionInterrupted, SessionConflictError, SessionTooLargeError)
+
+
+class _RequestSession:
+    """Per-connection state: the id the client sent, the store, and how to save it."""
+
+    __slots__ = ("failure", "middleware", "presented", "store")
+
+    def __init__(self, middleware: SessionMiddleware, presented: str | None) -> None:
+        self.middleware = middleware
+        self.presented = presented
+        provider = middleware.provider
+        self.store = SessionStore(provider, provider.new_session_id())
+        self.failure: SessionError | None = None
+        if presented is not None:
+            self.store._block(SessionNotLoaded("call `await load_session(request)` first (lazy mode)"))
+
+    async def load(self) -> SessionStore:
+        """Read the presented id's row (one SELECT); unknown ids are never adopted."""
+        store = self.store
+        if store.loaded:
+            return store
+        assert self.presented is not None
+        provider = self.middleware.provider
+        try:
+            if not provider.is_open:
+                await provider.open()
+            row = await provider.fetch(hash_id(self.presented)) if is_well_formed(self.presented) else None
+        except SessionError as exc:
+            self.failure = exc
+            store._block(exc)
+            raise
+        if row is None:
+            logger.info("unknown or expired session id %s presented", log_id(self.presented))
+            store._load(store.session_id, None)  # keeps the fresh id minted in __init__
+        else:
+            store._load(self.presented, row)
+        return store
+
+    async def save(self) -> SaveResult:
+        provider = self.middleware.provider
+        if not provider.is_open:
+            await provider.open()
+        return await self.store.release()
+
+    def cookie_headers(self, result: SaveResult, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The headers this outcome needs: the id (new, rotated or refreshed) or its removal."""
+        store = self.store
+        mw = self.middleware
+        if not store.loaded:
+            return []
+        if store.is_new:  # no row: a cookie the client still holds is dead
+            return [mw.expire_header(scope)] if self.presented is not None else []
+        if result is SaveResult.NOTHING and store.session_id == self.presented:
+            return []
+        remaining = max(store.expiry - mw.provider.now(), 0)
+        return [mw.id_header(store.session_id, remaining, scope)]
+
+
+class SessionMiddleware:
+    """Put a MySQL-backed :class:`SessionStore` into ``scope["session"]``.
+
+    ``max_age="deadline"`` (default) makes the cookie's Max-Age follow the server-side
+    deadline; an int caps it; ``None`` gives a browser-session cookie. ``secure=None``
+    sets ``Secure`` on https/wss requests. With ``header_name`` the id travels in that
+    request/response header instead of a cookie. ``exclude_paths`` are prefixes that never
+    get a session (health checks, static files). With ``lazy=True`` the row is read only by
+    ``await load_session(request)``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        provider: MySQLSessionProvider,
+        *,
+        cookie_name: str = "session",
+        max_age: int | Literal["deadline"] | None = "deadline",
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool | None = None,
+        httponly: bool = True,
+        samesite: Literal["lax", "strict", "none"] = "lax",
+        header_name: str | None = None,
+        exclude_paths: Sequence[str] = (),
+        lazy: bool = False,
+        error_status: int = 503,
+        error_body: bytes = b"Session storage is unavailable, please retry.",
+    ) -> None:
+        self.app = app
+        self.provider = provider
+        if not _TOKEN.fullmatch(cookie_name):
+            raise SessionConfigError(f"invalid cookie name {cookie_name!r}")
+        if samesite not in ("lax", "strict", "none"):
+            raise SessionConfigError("samesite must be 'lax', 'strict' or 'none'")
+        if cookie_name.startswith("__Host-"):
+            if domain is not None or path != "/" or secure is False:
+                raise SessionConfigError("a __Host- cookie needs path='/', no domain, and Secure")
+            secure = True
+        if cookie_name.startswith("__Secure-"):
+            if secure is False:
+                raise SessionConfigError("a __Secure- cookie needs Secure")
+            secure = True
+        if samesite == "none" and secure is False:
+            raise SessionConfigError("SameSite=None cookies must be Secure")
+        if max_age != "deadline" and max_age is not None and max_age < 1:
+            raise SessionConfigError("max_age must be 'deadline', None or a positive int")
+        if header_name is not None and not _TOKEN.fullmatch(header_name):
+            raise SessionConfigError(f"invalid header name {header_name!r}")
+        self.cookie_name = cookie_name
+        self.max_age = max_age
+        self.secure = secure
+        self.header_name = header_name.lower().encode("latin-1") if header_name else None
+        self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
+        self.lazy = lazy
+        self.error_status = error_status
+        self.error_body = error_body
+        attributes = f"; Path={path}"
+        if domain:
+            attributes += f"; Domain={domain}"
+        if httponly:
+            attributes += "; HttpOnly"
+        self._attributes = attributes + f"; SameSite={samesite.capitalize()}"
+        self._opened_provider = False
+
+    # -- ASGI entry point ------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            return
+        if kind not in ("http", "websocket") or self._excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        session = _RequestSession(self, self._presented_id(scope))
+        scope["session"] = session.store
+        scope[SCOPE_KEY] = session
+        if session.presented is not None and not self.lazy:
+            # On failure the store raises the error on access: untouched routes still work.
+            with contextlib.suppress(SessionError):
+                await session.load()
+        if kind == "http":
+            await self._http(scope, receive, send, session)
+        else:
+            await self._websocket(scope, receive, send, session)
+
+    def _excluded(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.exclude_paths) or (
+            "" in self.exclude_paths
+        )
+
+    def _presented_id(self, scope: Scope) -> str | None:
+        """The first id in the configured transport; query strings and forms are never read."""
+        wanted = self.header_name
+        if wanted is not None:
+            for name, value in scope["headers"]:
+                if name == wanted:
+                    return str(value.decode("latin-1").strip())
+            return None
+        prefix = self.cookie_name + "="
+        found: str | None = None
+        for name, value in scope["headers"]:
+            if name != b"cookie":
+                continue
+            header: str = value.decode("latin-1")
+            for part in header.split(";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    candidate = part[len(prefix) :]
+                    if is_well_formed(candidate):
+                        return candidate
+                    found = found or candidate
+        return found
+
+    # -- http --------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
+        replaced = False
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal replaced, started
+            if replaced:
+                return  # our error response went out instead of the app's
+            if message["type"] == "http.response.start":
+                started = True
+                error = await self._before_headers(scope, message, session)
+                if error is not None:
+                    replaced = True
+                    await self._send_error(send, *error)
+                    return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except _OPERATIONAL as exc:  # misuse (e.g. SessionNotLoaded) propagates as a bug
+            if started:
+                raise
+            status, body, headers = self._error_for(exc, session, scope)
+            await self._send_error(send, status, body, headers)
+
+    async def _before_headers(
+        self, scope: Scope, message: Message, session: _RequestSession
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """Save, then add the id and caching headers; or say which error to send instead."""
+        store = session.store
+        headers = list(message.get("headers", ()))
+        if message["status"] >= 500:
+            result = SaveResult.NOTHING  # a failed request's partial changes are not kept
+        else:
+            try:
+                result = await session.save()
+            except (*_OPERATIONAL, TypeError) as exc:
+                return self._error_for(exc, session, scope)
+        added = session.cookie_headers(result, scope)
+        if store.accessed or added:
+            headers.append((b"vary", b"Cookie" if self.header_name is None else self.header_name))
+        if added:
+            headers.extend(added)
+            if not any(name.lower() == b"cache-control" for name, _ in headers):
+                headers.append((b"cache-control", b"no-store"))
+        message["headers"] = headers
+        return None
+
+    def _error_for(
+        self, exc: BaseException, session: _RequestSession, scope: Scope
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if isinstance(exc, SessionBackendError):
+            return self.error_status, self.error_body, []
+        if isinstance(exc, SessionInterrupted):
+            logger.info("write to ended session %s dropped: %s", log_id(session.store.session_id), exc)
+            return 409, b"The session ended before this request finished.", [self.expire_header(scope)]
+        if isinstance(exc, SessionConflictError):
+            logger.warning("session write gave up: %s", exc)
+            return 409, b"The session was changed concurrently, please retry.", []
+        if isinstance(exc, SessionTooLargeError):
+            logger.warning("session not saved: %s", exc)
+            return 413, b"The session is too large.", []
+        logger.error("session not saved: %s", exc, exc_info=exc)
+        return 500, b"The session could not be saved.", []
+
+    @staticmethod
+    async def _send_error(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- cookies -------------------------------------------------------------------------
+
+    def _is_secure(self, scope: Scope) -> bool:
+        if self.secure is not None:
+            return self.secure
+        return scope.get("scheme") in ("https", "wss")
+
+    def id_header(self, session_id: str, remaining: int, scope: Scope) -> tuple[bytes, bytes]:
+        if self.header_name is not None:
+            return self.header_name, session_id.encode()
+        cookie = f"{self.cookie_name}={session_id}{self._attributes}"
+        if self.max_age == "deadline":
+            cookie += f"; Max-Age={remaining}"
+        elif self.max_age is not None:
+            cookie += f"; Max-Age={min(remaining, self.max_age)}"
+        if self._is_secure(scope):
+            cookie += "; Secure"
+        return b"set-cookie", cookie.encode("latin-1")
+
+    def expire_header(self, scope: Scope) -> tuple[bytes, bytes]:
+        if self.header_name is not None:
+            return self.header_name, b""
+        cookie = f"{self.cookie_name}=; Max-Age=0; Expires={_EXPIRED}{self._attributes}"
+        if self._is_secure(scope):
+            cookie += "; Secure"
+        return b"set-cookie", cookie.encode("latin-1")
+
+    # -- websocket -----------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
+        """Changes are saved when the socket closes (and by ``save_session`` at any time)."""
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "websocket.close":
+                await self._save_quietly(session)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            await self._save_quietly(session)
+
+    @staticmethod
+    async def _save_quietly(session: _RequestSession) -> None:
+        try:
+            await session.save()
+        except (SessionError, TypeError) as exc:
+            logger.warning("websocket session not saved: %s", exc)
+
+    # -- lifespan --------------------------------------------------------------------------
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and not self.provider.is_open:
+                await self.provider.open()
+                self._opened_provider = True
+            return message
+
+        return wrapped
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self._opened_provider:
+                self._opened_provider = False
+                await self.provider.close()
+            await send(message)
+
+        return wrapped
+
+
+# -- helpers for apps ----------------------------------------------------------------------
+
+
+def _session_of(conn: Any) -> _RequestSession:
+    scope = conn if isinstance(conn, MutableMapping) else conn.scope
+    session = scope.get(SCOPE_KEY)
+    if not isinstance(session, _RequestSession):
+        raise SessionConfigError("no session here: is SessionMiddleware installed for this path?")
+    return session
+
+
+async def load_session(conn: Any) -> SessionStore:
+    """Read the session now (lazy mode), or return it if already loaded.
+
+    ``conn`` is a Starlette Request/WebSocket or an ASGI scope. Raises
+    ``SessionBackendError`` if the database cannot be reached.
+    """
+    session = _session_of(conn)
+    if session.failure is not None:
+        raise session.failure
+    return await session.load()
+
+
+async def regenerate_session(conn: Any) -> SessionStore:
+    """Rotate the session id, keeping the data: call it at login and privilege changes."""
+    store = await load_session(conn)
+    await store.regenerate()
+    return store
+
+
+async def save_session(conn: Any) -> SaveResult:
+    """Save now: for WebSockets mid-connection, or to make a write durable early."""
+    await load_session(conn)
+    return await _session_of(conn).save()
