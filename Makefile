@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo db bench soak clean
+.PHONY: test lint typecheck pytest demo tour db bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,18 @@ pytest: db
 
 test: lint typecheck pytest
 
+# The Starlette example under uvicorn; the lifespan creates the table.
 demo: db
-	$(BIN)/python examples/demo.py
+	@echo "Starlette example on http://127.0.0.1:8000 (Ctrl-C stops it). Try:"
+	@echo "  curl -c /tmp/jar -b /tmp/jar 'http://127.0.0.1:8000/login?user=ada'"
+	@echo "  curl -c /tmp/jar -b /tmp/jar -X POST http://127.0.0.1:8000/counter"
+	@echo "  curl -c /tmp/jar -b /tmp/jar http://127.0.0.1:8000/"
+	@echo "  curl -c /tmp/jar -b /tmp/jar -X POST http://127.0.0.1:8000/logout"
+	$(BIN)/uvicorn examples.starlette_app:app --host 127.0.0.1 --port 8000
+
+# The provider API step by step, without a web server.
+tour: db
+	$(BIN)/python examples/provider_tour.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

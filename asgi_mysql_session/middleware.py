@@ -81,10 +81,13 @@ class _RequestSession:
         return store
 
     async def save(self) -> SaveResult:
+        store = self.store
+        if not store.loaded:
+            return SaveResult.NOTHING  # never read, so nothing can have changed
         provider = self.middleware.provider
-        if not provider.is_open:
+        if not provider.is_open and store.modified:  # lifespan did not run: open on demand
             await provider.open()
-        return await self.store.release()
+        return await store.release()
 
     def cookie_headers(self, result: SaveResult, scope: Scope) -> list[tuple[bytes, bytes]]:
         """The headers this outcome needs: the id (new, rotated or refreshed) or its removal."""

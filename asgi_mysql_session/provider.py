@@ -200,6 +200,7 @@ class MySQLSessionProvider:
         self._database = self._dsn.database if self._dsn else ""
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: ExpirySweeper | None = None
         self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._background: set[asyncio.Task[None]] = set()
@@ -229,6 +230,7 @@ class MySQLSessionProvider:
         async with self._open_lock:
             if self._opened:
                 return
+            self._loop = asyncio.get_running_loop()
             if self._pool is None:
                 self._pool = await self._create_pool()
             try:
@@ -252,6 +254,7 @@ class MySQLSessionProvider:
         if self._opened:
             self._opened = False
             await self._close_pool()
+            self._loop = None
 
     async def __aenter__(self) -> MySQLSessionProvider:
         await self.open()
@@ -355,6 +358,8 @@ class MySQLSessionProvider:
         pool = self._pool
         if pool is None:
             raise SessionError("the provider is not open: await provider.open() first")
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise SessionError("the provider was opened on another event loop; open one provider per loop")
         try:
             conn = await _bounded(_acquire(pool), self.timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
@@ -390,12 +395,14 @@ class MySQLSessionProvider:
     def now(self) -> int:
         return int(self.clock())
 
+    def cap(self, created: int) -> int | None:
+        """The absolute deadline of a session created at ``created``, if there is one."""
+        return None if self.absolute_lifetime is None else created + self.absolute_lifetime
+
     def deadline(self, created: int, now: int) -> int:
         """Idle deadline from now, capped by the absolute lifetime since creation."""
-        deadline = now + self.max_lifetime
-        if self.absolute_lifetime is not None:
-            deadline = min(deadline, created + self.absolute_lifetime)
-        return deadline
+        cap = self.cap(created)
+        return now + self.max_lifetime if cap is None else min(now + self.max_lifetime, cap)
 
     @staticmethod
     def new_session_id() -> str:
@@ -498,10 +505,15 @@ class MySQLSessionProvider:
                     if on_batch is not None:
                         on_batch(deleted)
                     if deleted < batch:
-                        return total
-            finally:
-                if exclusive and not link.broken:
-                    await link.execute(self.sql.release_lock, (self.lock_name(),))
+                        break
+            except BaseException:
+                # Cancelled or failed mid-sweep: closing the connection frees the named
+                # lock without another round trip that could hang or mask the error.
+                link.broken = True
+                raise
+            if exclusive:
+                await link.execute(self.sql.release_lock, (self.lock_name(),))
+            return total
 
     # -- row operations used by SessionStore ----------------------------------------
 

@@ -66,14 +66,14 @@ def _check(value: Any, path: str) -> None:
 
 
 def encode(data: dict[str, Any]) -> bytes:
-    """Encode a session mapping; values were checked when they were set."""
-    try:
-        return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
-        # Only reachable through in-place mutation of a nested value (never checked on set).
-        for key, value in data.items():
-            check_value(key, value)
-        raise TypeError(f"session data cannot be encoded: {exc}") from exc
+    """Encode a session mapping, checking it again first.
+
+    Values were checked when set, but nested ones can since have been changed in place,
+    and msgpack would happily pack a dict with int keys that can never be read back.
+    """
+    for key, value in data.items():
+        check_value(key, value)
+    return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
 
 
 def decode(raw: bytes) -> dict[str, Any]:

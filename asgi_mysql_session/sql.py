@@ -125,3 +125,193 @@ def statements(table: str) -> Statements:
         get_lock="SELECT GET_LOCK(%s, 0)",
         release_lock="SELECT RELEASE_LOCK(%s)",
     )
+
+
+# -- maintenance statements (CLI) --
+#
+# What `asgi-mysql-session` runs besides the provider's own statements. The target schema is
+# never restated here: column and key definitions are cut out of the DDL above, so `init`,
+# `check` and `upgrade` cannot drift from schema.sql.
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: Name of the per-connection TEMPORARY table made from the DDL to compare a table against.
+_REFERENCE = "asgi_mysql_session_reference"
+#: Temporary index that finds the rows `upgrade` has not converted yet; dropped at the end.
+UPGRADE_PENDING_KEY = "session_upgrade_pending"
+
+
+def _ddl_parts(table: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], str]:
+    """(column definitions, key definitions, table options) of the DDL, each on one line."""
+    ddl = create_table(table)
+    _, _, rest = ddl.partition("(\n")
+    body, _, options = rest.rpartition("\n) ")
+    items: list[list[str]] = []
+    for line in body.splitlines():
+        if line.startswith("    ") and items:  # continuation of the item above (its COMMENT)
+            items[-1].append(line.strip())
+        else:
+            items.append([line.strip()])
+    columns: list[tuple[str, str]] = []
+    keys: list[tuple[str, str]] = []
+    for item in items:
+        text = " ".join(item).rstrip(",")
+        if text.startswith("`"):
+            columns.append((text.split("`")[1], text))
+        elif text.startswith("PRIMARY KEY"):
+            keys.append(("PRIMARY", text))
+        elif text.startswith("KEY `"):
+            keys.append((text.split("`")[1], text))
+        else:  # pragma: no cover - guards edits of _DDL
+            raise AssertionError(f"unexpected line in the DDL: {text!r}")
+    assert [name for name, _ in columns] == list(REQUIRED_COLUMNS), "DDL and REQUIRED_COLUMNS differ"
+    return tuple(columns), tuple(keys), " ".join(options.split())
+
+
+def _identifier(name: str) -> str:
+    if not _IDENTIFIER.fullmatch(name):
+        raise SessionConfigError(f"refusing to use {name!r} as an SQL identifier")
+    return f"`{name}`"
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """The statements of the operator CLI for one table (init, check, upgrade, stats)."""
+
+    table: str
+    create: str
+    #: ENGINE, TABLE_COLLATION, TABLE_ROWS (an estimate) of the table; no row if it is missing.
+    table_info: str
+    #: COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE, COLLATION_NAME.
+    column_info: str
+    #: INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, ordered by index and position.
+    index_info: str
+    show_columns: str
+    show_index: str
+    create_reference: str
+    drop_reference: str
+    show_reference_columns: str
+    show_reference_index: str
+    count_rows: str
+    #: Bounds the wait for the metadata lock of an ALTER, so a busy table fails the
+    #: upgrade quickly instead of queueing every session query behind it.
+    set_lock_wait: str
+    #: Rows that `upgrade` still has to convert (session_version IS NULL).
+    count_pending: str
+    #: Converts up to %s rows of the Go provider: SHA-256 of the raw id as key, the
+    #: last-write time becomes the creation time and, plus max lifetime (%s first), the
+    #: deadline. The marker ``session_version`` goes from NULL to 1 in the same row write,
+    #: so a key is never hashed twice, however often an interrupted upgrade is re-run.
+    convert_rows_drop_data: str
+    convert_rows_keep_data: str
+    live_stats: str
+    expired_stats: str
+    size_percentiles: str
+    column_definitions: tuple[tuple[str, str], ...]
+    key_definitions: tuple[tuple[str, str], ...]
+    table_options: str
+
+    @property
+    def engine(self) -> str:
+        match = re.search(r"ENGINE=(\w+)", self.table_options)
+        assert match is not None
+        return match.group(1)
+
+    @property
+    def collation(self) -> str:
+        match = re.search(r"COLLATE=(\w+)", self.table_options)
+        assert match is not None
+        return match.group(1)
+
+    def prepare_legacy(self, missing: frozenset[str], key_length: int) -> str:
+        """First ALTER of a Go provider table: InnoDB, room for the hash, the new columns.
+
+        ``session_version`` is added NULL-able with no default: NULL marks the rows not yet
+        converted (and any row the Go provider writes meanwhile).
+        """
+        t = _identifier(self.table)
+        length = max(64, key_length)
+        clauses = [
+            f"MODIFY COLUMN `session_key` CHAR({length}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+            "ADD COLUMN `session_version` INT UNSIGNED NULL DEFAULT NULL",
+        ]
+        clauses += [
+            f"ADD COLUMN {definition}"
+            for name, definition in self.column_definitions
+            if name in missing and name != "session_version"
+        ]
+        clauses.append(f"ADD KEY `{UPGRADE_PENDING_KEY}` (`session_version`)")
+        clauses.append(f"ENGINE={self.engine}")
+        return f"ALTER TABLE {t} " + ", ".join(clauses)
+
+    def conform(self, present: frozenset[str], drop_keys: tuple[str, ...], add_keys: tuple[str, ...]) -> str:
+        """One ALTER that gives every column, key and table option its schema.sql definition."""
+        t = _identifier(self.table)
+        clauses = [
+            f"{'MODIFY' if name in present else 'ADD'} COLUMN {definition}"
+            for name, definition in self.column_definitions
+        ]
+        clauses += ["DROP PRIMARY KEY" if k == "PRIMARY" else f"DROP KEY {_identifier(k)}" for k in drop_keys]
+        clauses += [f"ADD {definition}" for name, definition in self.key_definitions if name in add_keys]
+        clauses.append(self.table_options)  # space-separated table options are one ALTER clause
+        return f"ALTER TABLE {t} " + ", ".join(clauses)
+
+
+def maintenance(table: str) -> Maintenance:
+    t = f"`{check_table_name(table)}`"
+    ref = f"`{_REFERENCE}`"
+    columns, keys, options = _ddl_parts(table)
+    reference_ddl = create_table(_REFERENCE).replace(
+        "CREATE TABLE IF NOT EXISTS", "CREATE TEMPORARY TABLE", 1
+    )
+    convert = (
+        f"UPDATE {t} SET session_created = session_expiry, session_expiry = session_expiry + %s, "
+        "session_key = SHA2(session_key, 256), session_data = {data}, session_version = 1 "
+        "WHERE session_version IS NULL LIMIT %s"
+    )
+    live = f"FROM {t} WHERE session_expiry > %s"
+    return Maintenance(
+        table=table,
+        create=create_table(table),
+        table_info=(
+            "SELECT ENGINE, TABLE_COLLATION, TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
+        ),
+        column_info=(
+            "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE, COLLATION_NAME "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
+            "ORDER BY ORDINAL_POSITION"
+        ),
+        index_info=(
+            "SELECT INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+        ),
+        show_columns=f"SHOW FULL COLUMNS FROM {t}",
+        show_index=f"SHOW INDEX FROM {t}",
+        create_reference=reference_ddl,
+        drop_reference=f"DROP TEMPORARY TABLE IF EXISTS {ref}",
+        show_reference_columns=f"SHOW FULL COLUMNS FROM {ref}",
+        show_reference_index=f"SHOW INDEX FROM {ref}",
+        count_rows=f"SELECT COUNT(*) FROM {t}",
+        set_lock_wait="SET SESSION lock_wait_timeout = %s",
+        count_pending=f"SELECT COUNT(*) FROM {t} WHERE session_version IS NULL",
+        convert_rows_drop_data=convert.format(data="''"),
+        convert_rows_keep_data=convert.format(data="COALESCE(session_data, '')"),
+        live_stats=(
+            "SELECT COUNT(*), COUNT(session_owner), COUNT(DISTINCT session_owner), "
+            f"MIN(session_expiry), MAX(session_expiry) {live}"
+        ),
+        expired_stats=f"SELECT COUNT(*), MIN(session_expiry) FROM {t} WHERE session_expiry <= %s",
+        # Nearest-rank percentiles of the live rows' data sizes, ranked on the server in one
+        # statement (window functions: MariaDB >= 10.2, MySQL 8), nothing fetched but 4 numbers.
+        size_percentiles=(
+            "SELECT MAX(CASE WHEN rn = CEIL(0.50 * total) THEN n END), "
+            "MAX(CASE WHEN rn = CEIL(0.90 * total) THEN n END), "
+            "MAX(CASE WHEN rn = CEIL(0.99 * total) THEN n END), MAX(n) "
+            "FROM (SELECT LENGTH(session_data) AS n, "
+            "ROW_NUMBER() OVER (ORDER BY LENGTH(session_data)) AS rn, "
+            f"COUNT(*) OVER () AS total {live}) AS ranked"
+        ),
+        column_definitions=columns,
+        key_definitions=keys,
+        table_options=options,
+    )

@@ -260,7 +260,11 @@ class SessionStore(MutableMapping[str, Any]):
             if raw != self._raw or self._owner != self._stored_owner:
                 return await self._write(raw)
         target = provider.deadline(self._created, provider.now())
-        due = target - self._expiry >= max(provider.touch_after, 1)
+        # Touch once touch_after has passed, or when the move reaches the absolute cap
+        # (otherwise an active session would die up to touch_after early).
+        due = target > self._expiry and (
+            target - self._expiry >= provider.touch_after or target == provider.cap(self._created)
+        )
         if due and await provider.touch(self.key_hash, target):
             self._expiry = target
             return SaveResult.TOUCHED
@@ -348,8 +352,9 @@ class SessionStore(MutableMapping[str, Any]):
         new_sid = provider.new_session_id()
         new_key = hash_id(new_sid)
         if not self._new and not await provider.rename(self.key_hash, new_key):
-            # The row ended meanwhile: what the request holds becomes a new session.
-            self._new, self._raw, self._version = True, b"", 0
+            # The row ended meanwhile (logout, "log out everywhere"): never bring it back.
+            self._forget()
+            raise SessionInterrupted("the session ended before it could be given a new id")
         self._sid, self._key = new_sid, new_key
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from http.cookies import SimpleCookie
 
 import httpx
@@ -394,3 +395,84 @@ def test_websocket_changes_can_be_saved_mid_connection(table: str, provider: MyS
             ws.send_text("save")
             assert ws.receive_text() == "saved"
             assert tc.get("/read").json() == {"user": "ada", "step": "1"}
+
+
+# -- header transport, two workers, logs ------------------------------------------------------------
+
+
+async def test_header_transport_issues_and_accepts_the_id_in_a_header(provider: MySQLSessionProvider) -> None:
+    async with client(make_app(provider, header_name="X-Session-Id")) as http:
+        created = await http.get("/set", params={"user": "ada"})
+        sid = created.headers["x-session-id"]
+        assert "set-cookie" not in created.headers
+        assert created.headers["vary"] == "x-session-id"
+        read = await http.get("/read", headers={"X-Session-Id": sid})
+        assert read.json() == {"user": "ada"}
+        # A cookie is not a transport in header mode.
+        assert (await http.get("/read", headers={"cookie": f"session={sid}"})).json() == {}
+        logout = await http.get("/logout", headers={"X-Session-Id": sid})
+        assert logout.headers["x-session-id"] == ""
+    assert not await provider.exist(sid)
+
+
+async def test_two_app_instances_share_one_table_like_two_workers(
+    provider: MySQLSessionProvider, table: str, clock: FakeClock
+) -> None:
+    other = MySQLSessionProvider(MYSQL_URL, table=table, clock=clock, gc_interval=None)
+    async with other, client(make_app(provider)) as worker_a, client(make_app(other)) as worker_b:
+        sid = await logged_in(worker_a)
+        cookie = {"cookie": f"session={sid}"}
+        assert (await worker_b.get("/incr", headers=cookie)).json() == {"n": 1}
+        assert (await worker_a.get("/incr", headers=cookie)).json() == {"n": 2}
+        assert (await worker_b.get("/read", headers=cookie)).json() == {"user": "ada", "n": 2}
+        await worker_a.get("/logout", headers=cookie)
+        assert (await worker_b.get("/read", headers=cookie)).json() == {}
+
+
+async def test_session_ids_never_appear_in_logs(
+    provider: MySQLSessionProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    planted = provider.new_session_id()
+    async with client(make_app(provider)) as http:
+        sid = await logged_in(http)
+        await http.get("/login")
+        rotated = set_cookie(await http.get("/incr")).get("session")
+        await http.get("/read", headers={"cookie": f"session={planted}"})
+        await http.get("/logout")
+    assert "unknown or expired session id" in caplog.text  # something was logged
+    for secret in (sid, planted, rotated.value if rotated else sid):
+        assert secret not in caplog.text
+
+
+async def test_absolute_lifetime_ends_an_active_session(table: str, clock: FakeClock) -> None:
+    provider = MySQLSessionProvider(
+        MYSQL_URL,
+        table=table,
+        create_table=True,
+        clock=clock,
+        gc_interval=None,
+        max_lifetime=600,
+        absolute_lifetime=1800,
+    )
+    async with provider, client(make_app(provider)) as http:
+        await logged_in(http)
+        for _ in range(5):
+            clock.advance(300)
+            assert (await http.get("/read")).json() == {"user": "ada"}
+        clock.advance(300)  # 1800 s since creation, however active
+        assert (await http.get("/read")).json() == {}
+
+
+async def test_database_down_gives_503_only_to_routes_that_use_the_session(table: str) -> None:
+    provider = MySQLSessionProvider(
+        "mysql://root@127.0.0.1:1/test?connect_timeout=1&timeout=1", table=table, gc_interval=None
+    )
+    async with client(make_app(provider)) as http:
+        cookie = {"cookie": f"session={provider.new_session_id()}"}
+        assert (await http.get("/noop", headers=cookie)).status_code == 200
+        down = await http.get("/read", headers=cookie)
+        assert down.status_code == 503
+        assert down.text == "Session storage is unavailable, please retry."
+        assert "set-cookie" not in down.headers
+        assert (await http.get("/set", params={"a": "1"})).status_code == 503
