@@ -20,6 +20,7 @@ from .errors import (
     SessionConflictError,
     SessionError,
     SessionInterrupted,
+    SessionLockTimeout,
     SessionNotLoaded,
     SessionTooLargeError,
 )
@@ -38,6 +39,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "asgi_mysql_session"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
+_BUSY = b"The session is busy with another request, please retry."
 
 
 #: Failures that become a clean response (503/409/413) instead of an exception.
@@ -131,6 +133,9 @@ class SessionMiddleware:
         lazy: bool = False,
         error_status: int = 503,
         error_body: bytes = b"Session storage is unavailable, please retry.",
+        serialize: bool | Sequence[str] = False,
+        lock_timeout: float = 10.0,
+        busy_status: int = 409,
     ) -> None:
         self.app = app
         self.provider = provider
@@ -160,6 +165,12 @@ class SessionMiddleware:
         self.lazy = lazy
         self.error_status = error_status
         self.error_body = error_body
+        if isinstance(serialize, bool):
+            self.serialize_paths: tuple[str, ...] | None = ("",) if serialize else None
+        else:
+            self.serialize_paths = tuple(p.rstrip("/") for p in serialize)
+        self.lock_timeout = lock_timeout
+        self.busy_status = busy_status
         attributes = f"; Path={path}"
         if domain:
             attributes += f"; Domain={domain}"
@@ -181,19 +192,50 @@ class SessionMiddleware:
         session = _RequestSession(self, self._presented_id(scope))
         scope["session"] = session.store
         scope[SCOPE_KEY] = session
+        presented = session.presented
+        if (
+            self.serialize_paths is not None
+            and presented is not None
+            and is_well_formed(presented)
+            and _matches(scope["path"], self.serialize_paths)
+        ):
+            await self._serialized(scope, receive, send, session, hash_id(presented))
+        else:
+            await self._handle(scope, receive, send, session)
+
+    async def _serialized(
+        self, scope: Scope, receive: Receive, send: Send, session: _RequestSession, key_hash: str
+    ) -> None:
+        """Run this request alone among its session's serialized requests (opt-in)."""
+        entered = False
+        try:
+            if not self.provider.is_open:
+                await self.provider.open()
+            async with self.provider.session_lock(key_hash, self.lock_timeout):
+                entered = True
+                await self._handle(scope, receive, send, session)
+        except (SessionLockTimeout, SessionBackendError) as exc:
+            if entered:
+                raise
+            if scope["type"] != "http":
+                await send({"type": "websocket.close", "code": 1013})  # try again later
+            elif isinstance(exc, SessionLockTimeout):
+                await self._send_error(send, self.busy_status, _BUSY, [])
+            else:
+                await self._send_error(send, self.error_status, self.error_body, [])
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
         if session.presented is not None and not self.lazy:
             # On failure the store raises the error on access: untouched routes still work.
             with contextlib.suppress(SessionError):
                 await session.load()
-        if kind == "http":
+        if scope["type"] == "http":
             await self._http(scope, receive, send, session)
         else:
             await self._websocket(scope, receive, send, session)
 
     def _excluded(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.exclude_paths) or (
-            "" in self.exclude_paths
-        )
+        return _matches(path, self.exclude_paths)
 
     def _presented_id(self, scope: Scope) -> str | None:
         """The first id in the configured transport; query strings and forms are never read."""
@@ -365,6 +407,11 @@ class SessionMiddleware:
             await send(message)
 
         return wrapped
+
+
+def _matches(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Path-prefix match on whole segments ("" matches everything)."""
+    return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
 
 
 # -- helpers for apps ----------------------------------------------------------------------

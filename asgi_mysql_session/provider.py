@@ -34,6 +34,7 @@ from .errors import (
     SessionConflictError,
     SessionDecodeError,
     SessionError,
+    SessionLockTimeout,
     SessionSchemaError,
 )
 from .ids import hash_id, is_well_formed, new_session_id
@@ -102,13 +103,18 @@ class _Link:
         self.provider = provider
         self.broken = False
 
-    async def execute(self, statement: str, args: Sequence[Any] = ()) -> tuple[int, list[Any]]:
-        """Run one statement; returns (matched rows, fetched rows)."""
+    async def execute(
+        self, statement: str, args: Sequence[Any] = (), *, extra_time: float = 0.0
+    ) -> tuple[int, list[Any]]:
+        """Run one statement; returns (matched rows, fetched rows).
+
+        ``extra_time`` widens the deadline for statements that wait server-side (GET_LOCK).
+        """
         provider = self.provider
         for attempt in range(_STATEMENT_RETRIES):
             try:
                 cur = await self.conn.cursor()
-                count = await _bounded(cur.execute(statement, args), provider.timeout)
+                count = await _bounded(cur.execute(statement, args), provider.timeout + extra_time)
                 rows = list(await cur.fetchall())
                 provider.statements[statement[:6].lower()] += 1
                 return int(count), rows
@@ -203,6 +209,9 @@ class MySQLSessionProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: ExpirySweeper | None = None
         self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._request_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -472,6 +481,43 @@ class MySQLSessionProvider:
         """End every session bound to ``owner`` in one statement; returns how many."""
         count, _ = await self._execute(self.sql.delete_owner, (owner,))
         return count
+
+    # -- serialized requests -----------------------------------------------------------
+
+    @asynccontextmanager
+    async def session_lock(self, key_hash: str, timeout: float) -> AsyncIterator[None]:
+        """Hold the session's lock: requests of one session run one at a time, across processes.
+
+        Waiters of this process queue on an asyncio lock first, so only one of them holds a
+        pooled connection for the server-side named lock (GET_LOCK). Raises
+        ``SessionLockTimeout`` when the lock is not had within ``timeout`` seconds.
+        """
+        local = self._request_locks.get(key_hash)
+        if local is None:
+            local = self._request_locks[key_hash] = asyncio.Lock()
+        started = time.monotonic()
+        try:
+            await _bounded(local.acquire(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s") from None
+        try:
+            name = f"asgi_mysql_session:{key_hash[:40]}"
+            left = max(0.0, timeout - (time.monotonic() - started))
+            async with self._connection() as link:
+                _, rows = await link.execute(self.sql.get_lock_wait, (name, left), extra_time=left)
+                if not rows or rows[0][0] != 1:
+                    raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s")
+                try:
+                    yield
+                except BaseException:
+                    link.broken = True  # closing the connection frees the named lock
+                    raise
+                try:
+                    await link.execute(self.sql.release_lock, (name,))
+                except SessionError:
+                    link.broken = True  # the response is out: free the lock by closing
+        finally:
+            local.release()
 
     # -- sweeping ----------------------------------------------------------------------
 

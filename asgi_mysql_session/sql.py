@@ -80,6 +80,7 @@ class Statements:
     of_owner: str
     delete_owner: str
     get_lock: str
+    get_lock_wait: str
     release_lock: str
 
 
@@ -123,6 +124,7 @@ def statements(table: str) -> Statements:
         ),
         delete_owner=f"DELETE FROM {t} WHERE session_owner = %s",
         get_lock="SELECT GET_LOCK(%s, 0)",
+        get_lock_wait="SELECT GET_LOCK(%s, %s)",
         release_lock="SELECT RELEASE_LOCK(%s)",
     )
 
