@@ -15,6 +15,7 @@ from .errors import (
 )
 from .gc import ExpirySweeper
 from .ids import new_session_id
+from .metrics import PrometheusObserver, SessionObserver
 from .middleware import SessionMiddleware, load_session, regenerate_session, save_session
 from .provider import MySQLSessionProvider, OwnedSession
 from .store import SaveResult, SessionStore
@@ -23,6 +24,7 @@ __all__ = [
     "ExpirySweeper",
     "MySQLSessionProvider",
     "OwnedSession",
+    "PrometheusObserver",
     "SaveResult",
     "SessionBackendError",
     "SessionConfigError",
@@ -33,6 +35,7 @@ __all__ = [
     "SessionLockTimeout",
     "SessionMiddleware",
     "SessionNotLoaded",
+    "SessionObserver",
     "SessionSchemaError",
     "SessionStore",
     "SessionTooLargeError",

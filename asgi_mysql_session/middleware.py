@@ -77,8 +77,10 @@ class _RequestSession:
             raise
         if row is None:
             logger.info("unknown or expired session id %s presented", log_id(self.presented))
+            provider.observer.unknown_id()
             store._load(store.session_id, None)  # keeps the fresh id minted in __init__
         else:
+            provider.observer.session_loaded()
             store._load(self.presented, row)
         return store
 

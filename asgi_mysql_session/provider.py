@@ -38,6 +38,7 @@ from .errors import (
     SessionSchemaError,
 )
 from .ids import hash_id, is_well_formed, new_session_id
+from .metrics import SessionObserver
 from .serializer import decode
 
 if TYPE_CHECKING:
@@ -113,15 +114,18 @@ class _Link:
         provider = self.provider
         for attempt in range(_STATEMENT_RETRIES):
             try:
+                started = time.perf_counter()
                 cur = await self.conn.cursor()
                 count = await _bounded(cur.execute(statement, args), provider.timeout + extra_time)
                 rows = list(await cur.fetchall())
-                provider.statements[statement[:6].lower()] += 1
+                kind = statement[:6].lower()
+                provider.statements[kind] += 1
+                provider.observer.statement(kind, time.perf_counter() - started)
                 return int(count), rows
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 self.broken = True
                 raise provider._failed(
-                    f"the database did not answer within {provider.timeout:g}s", exc
+                    f"the database did not answer within {provider.timeout:g}s", "timeout"
                 ) from exc
             except pymysql.err.MySQLError as exc:
                 code = exc.args[0] if exc.args else None
@@ -135,10 +139,11 @@ class _Link:
                     raise SessionConflictError("a session with this id already exists") from exc
                 if code == 1146:
                     raise SessionSchemaError(provider._missing_table_message()) from exc
-                raise provider._failed(f"statement failed: {exc}", exc) from exc
+                kind = "connection" if self.broken else "statement"
+                raise provider._failed(f"statement failed: {exc}", kind) from exc
             except OSError as exc:
                 self.broken = True
-                raise provider._failed(f"connection failed: {exc}", exc) from exc
+                raise provider._failed(f"connection failed: {exc}", "connection") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -168,6 +173,7 @@ class MySQLSessionProvider:
         gc_interval: float | None = 600.0,
         gc_batch_size: int = 1000,
         clock: Clock = time.time,
+        observer: SessionObserver | None = None,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise SessionConfigError("pass exactly one of dsn= or pool=")
@@ -200,6 +206,8 @@ class MySQLSessionProvider:
         self.gc_interval = gc_interval
         self.gc_batch_size = gc_batch_size
         self.clock = clock
+        #: Receives events for logs and metrics (see ``asgi_mysql_session.metrics``).
+        self.observer = observer or SessionObserver()
         #: Statements run since creation by kind ("select", "insert", "update", "delete"...),
         #: cheap to read for metrics and tests.
         self.statements: Counter[str] = Counter()
@@ -300,9 +308,9 @@ class MySQLSessionProvider:
                 max(self.timeout, dsn.connect_timeout),
             )
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise self._failed(f"cannot connect to {dsn.redacted()}: no answer", exc) from exc
+            raise self._failed(f"cannot connect to {dsn.redacted()}: no answer", "timeout") from exc
         except (pymysql.err.MySQLError, OSError) as exc:
-            raise self._failed(f"cannot connect to {dsn.redacted()}: {exc}", exc) from exc
+            raise self._failed(f"cannot connect to {dsn.redacted()}: {exc}", "connection") from exc
 
     async def _close_pool(self) -> None:
         pool, self._pool = self._pool, (None if self._owns_pool else self._pool)
@@ -355,8 +363,10 @@ class MySQLSessionProvider:
             "or pass create_table=True"
         )
 
-    def _failed(self, message: str, cause: BaseException) -> SessionBackendError:
+    def _failed(self, message: str, kind: str) -> SessionBackendError:
+        """Log a failure once, count it, and make the error to raise (cause chained by caller)."""
         logger.warning("session backend error: %s", message)
+        self.observer.database_error(kind)
         return SessionBackendError(message)
 
     # -- connections -----------------------------------------------------------------
@@ -374,10 +384,10 @@ class MySQLSessionProvider:
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise self._failed(
                 f"no database connection within {self.timeout:g}s (pool exhausted or database unreachable)",
-                exc,
+                "timeout",
             ) from exc
         except (pymysql.err.MySQLError, OSError) as exc:
-            raise self._failed(f"cannot connect to the database: {exc}", exc) from exc
+            raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
         link = _Link(conn, self)
         try:
             yield link
@@ -434,6 +444,7 @@ class MySQLSessionProvider:
         if is_well_formed(sid):
             row = await self.fetch(hash_id(sid))
             if row is not None:
+                self.observer.session_loaded()
                 return SessionStore.from_row(self, sid, row)
         return SessionStore(self, sid)
 
@@ -459,7 +470,9 @@ class MySQLSessionProvider:
         """Delete the session; True if a row was there."""
         if not is_well_formed(sid):
             return False
-        return await self.delete(hash_id(sid))
+        deleted = await self.delete(hash_id(sid))
+        self.observer.sessions_destroyed(int(deleted))
+        return deleted
 
     async def all(self) -> int:
         """How many live (unexpired) sessions there are."""
@@ -480,6 +493,7 @@ class MySQLSessionProvider:
     async def destroy_owner(self, owner: str) -> int:
         """End every session bound to ``owner`` in one statement; returns how many."""
         count, _ = await self._execute(self.sql.delete_owner, (owner,))
+        self.observer.sessions_destroyed(count)
         return count
 
     # -- serialized requests -----------------------------------------------------------
@@ -539,6 +553,7 @@ class MySQLSessionProvider:
         """
         batch = batch_size or self.gc_batch_size
         total = 0
+        started = time.perf_counter()
         async with self._connection() as link:
             if exclusive:
                 _, rows = await link.execute(self.sql.get_lock, (self.lock_name(),))
@@ -559,7 +574,8 @@ class MySQLSessionProvider:
                 raise
             if exclusive:
                 await link.execute(self.sql.release_lock, (self.lock_name(),))
-            return total
+        self.observer.sweep(total, time.perf_counter() - started)
+        return total
 
     # -- row operations used by SessionStore ----------------------------------------
 

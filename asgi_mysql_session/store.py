@@ -235,6 +235,12 @@ class SessionStore(MutableMapping[str, Any]):
 
     async def release(self) -> SaveResult:
         """Write what changed, in one statement when nobody else wrote meanwhile."""
+        result = await self._release()
+        if result is not SaveResult.NOTHING:
+            self._provider.observer.session_saved(result.value)
+        return result
+
+    async def _release(self) -> SaveResult:
         provider = self._provider
         if self._blocked is not None:
             return SaveResult.NOTHING  # never loaded, so nothing can have changed
@@ -285,6 +291,7 @@ class SessionStore(MutableMapping[str, Any]):
                     self._modified = False
                     return SaveResult.UPDATED
                 # Someone else wrote (or the row is gone): merge our own changes onto theirs.
+                provider.observer.write_conflict()
                 row = await provider.fetch(key)
                 if row is None:
                     self._forget()

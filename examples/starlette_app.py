@@ -1,4 +1,5 @@
-"""Example Starlette app: login, a counter, logout, log out everywhere, and a WebSocket echo.
+"""Example Starlette app: login, a counter, logout, log out everywhere, a WebSocket echo,
+and Prometheus metrics on /metrics (with the ``[metrics]`` extra installed).
 
 Run it with ``make demo``, or ``MYSQL_URL=mysql://root@127.0.0.1:3306/test
 uvicorn examples.starlette_app:app``. The provider is opened (creating the table) and closed
@@ -13,10 +14,25 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from asgi_mysql_session import MySQLSessionProvider, SessionMiddleware, regenerate_session
+from asgi_mysql_session import (
+    MySQLSessionProvider,
+    PrometheusObserver,
+    SessionMiddleware,
+    SessionObserver,
+    regenerate_session,
+)
+
+try:
+    from prometheus_client import CollectorRegistry, make_asgi_app
+except ImportError:  # metrics are optional: pip install asgi_mysql_session[metrics]
+    observer, metrics_routes = SessionObserver(), []
+else:
+    registry = CollectorRegistry()
+    observer = PrometheusObserver(registry)
+    metrics_routes = [Mount("/metrics", make_asgi_app(registry))]
 
 provider = MySQLSessionProvider(
     os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
@@ -24,6 +40,7 @@ provider = MySQLSessionProvider(
     create_table=True,
     max_lifetime=3600,
     gc_interval=300,
+    observer=observer,
 )
 
 
@@ -82,6 +99,7 @@ app = Starlette(
         Route("/logout-everywhere", logout_everywhere, methods=["POST"]),
         Route("/health", health),
         WebSocketRoute("/ws", echo),
+        *metrics_routes,
     ],
-    middleware=[Middleware(SessionMiddleware, provider=provider, exclude_paths=["/health"])],
+    middleware=[Middleware(SessionMiddleware, provider=provider, exclude_paths=["/health", "/metrics"])],
 )
