@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS `session` (
   `session_version` INT UNSIGNED NOT NULL DEFAULT 1
     COMMENT 'bumped on every data write; updates are conditioned on it',
   `session_created` INT UNSIGNED NOT NULL DEFAULT 0
-    COMMENT 'creation time in unix seconds; caps the deadline at the absolute lifetime',
+    COMMENT 'creation time in unix seconds (0: unknown); caps the deadline at the absolute lifetime',
   `session_owner` VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL DEFAULT NULL
     COMMENT 'optional owner (e.g. user id) so all of its sessions can be listed or ended',
   PRIMARY KEY (`session_key`),

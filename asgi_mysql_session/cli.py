@@ -311,9 +311,9 @@ def _indexed(state: TableState, column: str) -> bool:
 
 
 def diagnose(state: TableState) -> tuple[list[str], list[str]]:
-    """(problems that stop the provider, warnings that do not)."""
+    """(problems that stop the provider, cautions that do not)."""
     problems: list[str] = []
-    warnings: list[str] = []
+    cautions: list[str] = []
     for column, data_type in sql.REQUIRED_COLUMNS.items():
         found = state.columns.get(column)
         if found is None:
@@ -334,18 +334,18 @@ def diagnose(state: TableState) -> tuple[list[str], list[str]]:
     if not _indexed(state, "session_expiry"):
         problems.append("there is no index on session_expiry (sweeps would scan the whole table)")
     if state.engine is not None and state.engine.lower() != "innodb":
-        warnings.append(f"the engine is {state.engine}, InnoDB is expected (row locks, crash safety)")
+        cautions.append(f"the engine is {state.engine}, InnoDB is expected (row locks, crash safety)")
     if key is not None and key.collation is not None and not key.collation.endswith("_bin"):
-        warnings.append(f"session_key has collation {key.collation}, ascii_bin is expected")
+        cautions.append(f"session_key has collation {key.collation}, ascii_bin is expected")
     if "session_owner" in state.columns and not _indexed(state, "session_owner"):
-        warnings.append("there is no index on session_owner (`destroy --owner` scans the whole table)")
+        cautions.append("there is no index on session_owner (`destroy --owner` scans the whole table)")
     if sql.UPGRADE_PENDING_KEY in state.indexes:
-        warnings.append(f"the index {sql.UPGRADE_PENDING_KEY} of an unfinished upgrade is still there")
-    return problems, warnings
+        cautions.append(f"the index {sql.UPGRADE_PENDING_KEY} of an unfinished upgrade is still there")
+    return problems, cautions
 
 
 def _report(state: TableState, provider: MySQLSessionProvider, out: TextIO) -> int:
-    problems, warnings = diagnose(state)
+    problems, cautions = diagnose(state)
     where = f"table `{provider.table}` in database `{provider._database}`"
     if problems:
         print(f"{where} cannot be used by asgi_mysql_session:", file=out)
@@ -353,11 +353,11 @@ def _report(state: TableState, provider: MySQLSessionProvider, out: TextIO) -> i
             print(f"  - {problem}", file=out)
     else:
         print(f"{where} is OK ({state.engine}, about {state.rows_estimate} rows)", file=out)
-    for warning in warnings:
+    for warning in cautions:
         print(f"  warning: {warning}", file=out)
     if problems and "session_version" not in state.columns:
         print(f"if it was made by the Go provider, convert it with `{PROG} upgrade`", file=out)
-    elif problems or warnings:
+    elif problems or cautions:
         print(f"`{PROG} upgrade` gives its columns and indexes the definitions of schema.sql", file=out)
     return 1 if problems else 0
 

@@ -48,15 +48,13 @@ def parse_dsn(dsn: str) -> DSN:
         raise SessionConfigError("invalid MySQL DSN: it must name a database, as mysql://host/db")
     options: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "unix_socket":
+            options[name] = value
+            continue
+        if name not in _INT_OPTIONS and name not in _FLOAT_OPTIONS:
+            raise SessionConfigError(f"invalid MySQL DSN: unknown option {name!r}")
         try:
-            if name in _INT_OPTIONS:
-                options[name] = int(value)
-            elif name in _FLOAT_OPTIONS:
-                options[name] = float(value)
-            elif name == "unix_socket":
-                options[name] = value
-            else:
-                raise SessionConfigError(f"invalid MySQL DSN: unknown option {name!r}")
+            options[name] = int(value) if name in _INT_OPTIONS else float(value)
         except ValueError:
             raise SessionConfigError(f"invalid MySQL DSN: {name}={value!r} is not a number") from None
     result = DSN(

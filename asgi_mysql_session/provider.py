@@ -116,7 +116,8 @@ class _Link:
             try:
                 started = time.perf_counter()
                 cur = await self.conn.cursor()
-                count = await _bounded(cur.execute(statement, args), provider.timeout + extra_time)
+                # No args -> None, so a literal % in a statement is not taken for a placeholder.
+                count = await _bounded(cur.execute(statement, args or None), provider.timeout + extra_time)
                 rows = list(await cur.fetchall())
                 kind = statement[:6].lower()
                 provider.statements[kind] += 1
@@ -217,9 +218,7 @@ class MySQLSessionProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: ExpirySweeper | None = None
         self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._request_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._request_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -343,11 +342,12 @@ class MySQLSessionProvider:
                 _, rows = await link.execute(self.sql.columns, (self.table,))
         if not rows:
             raise SessionSchemaError(self._missing_table_message())
-        found = {name.lower(): (dtype.lower(), length) for name, dtype, length in rows}
+        found = {name.lower(): (dtype.lower(), nullable) for name, dtype, nullable in rows}
         wrong = [
-            f"{column} ({dtype})"
+            f"{column} ({dtype}{' NOT NULL' if column != 'session_owner' else ''})"
             for column, dtype in sql.REQUIRED_COLUMNS.items()
-            if found.get(column, ("missing",))[0] != dtype
+            if found.get(column, ("missing", ""))[0] != dtype
+            or (column != "session_owner" and found[column][1] != "NO")
         ]
         if wrong:
             raise SessionSchemaError(
@@ -415,8 +415,14 @@ class MySQLSessionProvider:
         return int(self.clock())
 
     def cap(self, created: int) -> int | None:
-        """The absolute deadline of a session created at ``created``, if there is one."""
-        return None if self.absolute_lifetime is None else created + self.absolute_lifetime
+        """The absolute deadline of a session created at ``created``, if there is one.
+
+        0 means unknown (a row written by something else, e.g. mid-upgrade): only the idle
+        lifetime applies to it, rather than a cap in 1970 that would end it on its next write.
+        """
+        if self.absolute_lifetime is None or created == 0:
+            return None
+        return created + self.absolute_lifetime
 
     def deadline(self, created: int, now: int) -> int:
         """Idle deadline from now, capped by the absolute lifetime since creation."""

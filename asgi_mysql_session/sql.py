@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS `{table}` (
   `session_version` INT UNSIGNED NOT NULL DEFAULT 1
     COMMENT 'bumped on every data write; updates are conditioned on it',
   `session_created` INT UNSIGNED NOT NULL DEFAULT 0
-    COMMENT 'creation time in unix seconds; caps the deadline at the absolute lifetime',
+    COMMENT 'creation time in unix seconds (0: unknown); caps the deadline at the absolute lifetime',
   `session_owner` VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL DEFAULT NULL
     COMMENT 'optional owner (e.g. user id) so all of its sessions can be listed or ended',
   PRIMARY KEY (`session_key`),
@@ -115,7 +115,7 @@ def statements(table: str) -> Statements:
         count=f"SELECT COUNT(*) FROM {t} WHERE session_expiry > %s",
         gc_batch=f"DELETE FROM {t} WHERE session_expiry <= %s ORDER BY session_expiry LIMIT %s",
         columns=(
-            "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH "
+            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE "
             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
         ),
         of_owner=(
