@@ -45,8 +45,11 @@ class ExpirySweeper:
         if task is None:
             return
         task.cancel()
-        # wait() neither raises the task's CancelledError nor swallows one aimed at us.
-        await asyncio.wait([task])
+        # wait() neither raises the task's CancelledError nor swallows one aimed at us; the
+        # bound keeps close() from hanging if a sweep ever failed to honour the cancel.
+        await asyncio.wait([task], timeout=self.provider.timeout + 1)
+        if not task.done():
+            logger.warning("session sweeper did not stop within %gs", self.provider.timeout + 1)
 
     def _delay(self) -> float:
         return self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
@@ -63,7 +66,7 @@ class ExpirySweeper:
             rows = await self.provider.sweep(exclusive=True)
         except Exception as exc:  # logged and retried next interval, never fatal
             self.failures += 1
-            logger.warning("session sweep failed, retrying in %.0fs: %s", self.interval, exc)
+            logger.warning("session sweep failed, retrying in %gs: %s", self.interval, exc)
             return None
         if rows is None:
             logger.debug("session sweep skipped: another process holds the lock")

@@ -145,6 +145,9 @@ class _Link:
             except OSError as exc:
                 self.broken = True
                 raise provider._failed(f"connection failed: {exc}", "connection") from exc
+            except BaseException:  # cancelled mid-statement: the connection state is unknown
+                self.broken = True
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
 
