@@ -14,6 +14,9 @@ import msgpack
 
 from .errors import SessionDecodeError
 
+#: Containers nested deeper than this are refused: msgpack, and Python's own recursion
+#: limit, stop somewhere around a thousand levels, and no session needs a hundred.
+MAX_DEPTH = 100
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _SCALARS = (bytes, float, bool, type(None))
@@ -35,7 +38,7 @@ def _check_text(text: str, path: str) -> None:
             raise TypeError(f"session value at {path}: str is not valid UTF-8 ({exc.reason})") from None
 
 
-def _check(value: Any, path: str) -> None:
+def _check(value: Any, path: str, depth: int = 0) -> None:
     kind = type(value)
     if kind is str:
         _check_text(value, path)
@@ -46,9 +49,12 @@ def _check(value: Any, path: str) -> None:
         if not _INT_MIN <= value <= _INT_MAX:
             raise TypeError(f"session value at {path}: int {value} is outside msgpack's 64-bit range")
         return
+    if kind is list or kind is dict:
+        if depth >= MAX_DEPTH:
+            raise TypeError(f"session value at {path}: nested deeper than {MAX_DEPTH} levels")
     if kind is list:
         for index, item in enumerate(value):
-            _check(item, f"{path}[{index}]")
+            _check(item, f"{path}[{index}]", depth + 1)
         return
     if kind is dict:
         for sub_key, item in value.items():
@@ -57,7 +63,7 @@ def _check(value: Any, path: str) -> None:
                     f"session value at {path}: dict keys must be str, not {type(sub_key).__name__}"
                 )
             _check_text(sub_key, f"{path} key {sub_key!r}")
-            _check(item, f"{path}[{sub_key!r}]")
+            _check(item, f"{path}[{sub_key!r}]", depth + 1)
         return
     raise TypeError(
         f"session value at {path}: {kind.__name__} is not storable "
@@ -84,6 +90,13 @@ def decode(raw: bytes) -> dict[str, Any]:
         data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise SessionDecodeError(f"stored session data is not valid msgpack: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise SessionDecodeError("stored session data is not a map with str keys")
+    if not isinstance(data, dict):
+        raise SessionDecodeError("stored session data is not a map")
+    # Rows written by something else may hold what msgpack decodes but we never store
+    # (ext types, bytes keys, absurd nesting): refuse them here, not on every later save.
+    try:
+        for key, value in data.items():
+            check_value(key, value)
+    except TypeError as exc:
+        raise SessionDecodeError(f"stored session data holds an unsupported value: {exc}") from None
     return data
