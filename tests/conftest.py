@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -10,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 import pytest
 
-from asgi_mysql_session import MySQLSessionProvider
+from asgi_mysql_session import MySQLSessionProvider, SaveResult
 
 MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
@@ -114,3 +115,24 @@ async def provider(table: str, clock: FakeClock) -> AsyncIterator[MySQLSessionPr
     yield p
     assert_no_connection_checked_out(p)
     await p.close()
+
+
+async def make_session(provider: MySQLSessionProvider, owner: str | None = None, **values: object) -> str:
+    """A stored session holding ``values``; returns its id."""
+    sid = provider.new_session_id()
+    store = await provider.read(sid)
+    store.update(values)
+    if owner is not None:
+        store.owner = owner
+    assert await store.release() is SaveResult.CREATED
+    return sid
+
+
+def key_of(sid: str) -> str:
+    """What the table holds for ``sid``."""
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def row_count(db: Database, table: str) -> int:
+    [(count,)] = db.query(f"SELECT COUNT(*) FROM `{table}`")
+    return int(str(count))

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import MYSQL_URL, Database, FakeClock, assert_no_connection_checked_out
+from conftest import MYSQL_URL, Database, FakeClock, assert_no_connection_checked_out, make_session, row_count
 
 from asgi_mysql_session import (
     MySQLSessionProvider,
@@ -27,19 +27,6 @@ async def pooled(table: str, clock: FakeClock) -> AsyncIterator[MySQLSessionProv
     yield provider
     assert_no_connection_checked_out(provider)
     await provider.close()
-
-
-async def make_session(provider: MySQLSessionProvider, **values: object) -> str:
-    sid = provider.new_session_id()
-    store = await provider.read(sid)
-    store.update(values)
-    assert await store.release() is SaveResult.CREATED
-    return sid
-
-
-def row_count(db: Database, table: str) -> int:
-    [(count,)] = db.query(f"SELECT COUNT(*) FROM `{table}`")
-    return int(str(count))
 
 
 async def test_200_tasks_on_distinct_sessions_share_a_pool_of_10(

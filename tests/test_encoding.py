@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import enum
-import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import MYSQL_URL, Database, FakeClock, StatementCounter
+from conftest import MYSQL_URL, Database, FakeClock, StatementCounter, key_of, make_session
 
 from asgi_mysql_session import (
     MySQLSessionProvider,
@@ -35,18 +34,6 @@ async def small(table: str, clock: FakeClock) -> AsyncIterator[MySQLSessionProvi
     await provider.open()
     yield provider
     await provider.close()
-
-
-async def make_session(provider: MySQLSessionProvider, **values: object) -> str:
-    sid = provider.new_session_id()
-    store = await provider.read(sid)
-    store.update(values)
-    assert await store.release() is SaveResult.CREATED
-    return sid
-
-
-def key_of(sid: str) -> str:
-    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def stored(db: Database, table: str, sid: str) -> list[tuple[object, ...]]:

@@ -5,21 +5,13 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import MYSQL_URL, Database, FakeClock, StatementCounter
+from conftest import MYSQL_URL, Database, FakeClock, StatementCounter, make_session
 
 from asgi_mysql_session import (
     MySQLSessionProvider,
     SessionError,
     SessionSchemaError,
 )
-
-
-async def make_session(provider: MySQLSessionProvider, **values: object) -> str:
-    sid = provider.new_session_id()
-    store = await provider.read(sid)
-    store.update(values)
-    await store.release()
-    return sid
 
 
 async def test_open_is_idempotent(provider: MySQLSessionProvider) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-from conftest import Database, FakeClock, StatementCounter
+from conftest import Database, FakeClock, StatementCounter, key_of, make_session, row_count
 
 from asgi_mysql_session import (
     MySQLSessionProvider,
@@ -13,20 +11,6 @@ from asgi_mysql_session import (
     SessionInterrupted,
     SessionStore,
 )
-
-
-async def make_session(provider: MySQLSessionProvider, owner: str | None = None, **values: object) -> str:
-    sid = provider.new_session_id()
-    store = await provider.read(sid)
-    store.update(values)
-    if owner is not None:
-        store.owner = owner
-    assert await store.release() is SaveResult.CREATED
-    return sid
-
-
-def key_of(sid: str) -> str:
-    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def stored_row(db: Database, table: str, sid: str) -> tuple[object, ...] | None:
@@ -37,11 +21,6 @@ def stored_row(db: Database, table: str, sid: str) -> tuple[object, ...] | None:
         (key_of(sid),),
     )
     return rows[0] if rows else None
-
-
-def row_count(db: Database, table: str) -> int:
-    [(count,)] = db.query(f"SELECT COUNT(*) FROM `{table}`")
-    return int(str(count))
 
 
 # -- the mapping -------------------------------------------------------------------------
