@@ -101,7 +101,9 @@ class _RequestSession:
             return []
         if store.is_new:  # no row: a cookie the client still holds is dead
             return [mw.expire_header(scope)] if self.presented is not None else []
-        if result is SaveResult.NOTHING and store.session_id == self.presented:
+        if store.session_id == self.presented and (
+            result is SaveResult.NOTHING or mw.max_age is None  # nothing for the cookie to follow
+        ):
             return []
         remaining = max(store.expiry - mw.provider.now(), 0)
         return [mw.id_header(store.session_id, remaining, scope)]

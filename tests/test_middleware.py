@@ -262,10 +262,13 @@ def test_host_prefix_with_a_domain_is_refused(provider: MySQLSessionProvider) ->
         SessionMiddleware(make_app(provider), provider, cookie_name="__Host-sid", domain="example.com")
 
 
-async def test_browser_session_cookie_has_no_max_age(provider: MySQLSessionProvider) -> None:
+async def test_browser_session_cookie_has_no_max_age_and_is_not_resent_on_writes(
+    provider: MySQLSessionProvider,
+) -> None:
     async with client(make_app(provider, max_age=None)) as http:
         response = await http.get("/set", params={"a": "1"})
-    assert "Max-Age" not in response.headers["set-cookie"]
+        assert "Max-Age" not in response.headers["set-cookie"]
+        assert "set-cookie" not in (await http.get("/incr")).headers
 
 
 async def test_app_cache_control_is_kept(provider: MySQLSessionProvider) -> None:
