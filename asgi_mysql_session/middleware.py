@@ -55,9 +55,11 @@ class _RequestSession:
         self.middleware = middleware
         self.presented = presented
         provider = middleware.provider
-        self.store = SessionStore(provider, provider.new_session_id())
         self.failure: SessionError | None = None
-        if presented is not None:
+        if presented is None:
+            self.store = SessionStore(provider, provider.new_session_id())
+        else:  # its id is known once the row is read
+            self.store = SessionStore(provider, "")
             self.store._block(SessionNotLoaded("call `await load_session(request)` first (lazy mode)"))
 
     async def load(self) -> SessionStore:
@@ -78,7 +80,7 @@ class _RequestSession:
         if row is None:
             logger.info("unknown or expired session id %s presented", log_id(self.presented))
             provider.observer.unknown_id()
-            store._load(store.session_id, None)  # keeps the fresh id minted in __init__
+            store._load(provider.new_session_id(), None)  # never the client's id
         else:
             provider.observer.session_loaded()
             store._load(self.presented, row)
@@ -239,7 +241,7 @@ class SessionMiddleware:
             await self._websocket(scope, receive, send, session)
 
     def _excluded(self, path: str) -> bool:
-        return _matches(path, self.exclude_paths)
+        return bool(self.exclude_paths) and _matches(path, self.exclude_paths)
 
     def _presented_id(self, scope: Scope) -> str | None:
         """The first id in the configured transport; query strings and forms are never read."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiomysql
 import pymysql
 from pymysql.constants import CLIENT
 
@@ -39,6 +38,7 @@ from .errors import (
 )
 from .ids import hash_id, is_well_formed, new_session_id
 from .metrics import SessionObserver
+from .pool import ConnectionPool
 from .serializer import decode
 
 if TYPE_CHECKING:
@@ -99,9 +99,10 @@ def _is_server_error(exc: BaseException) -> bool:
 class _Link:
     """One checked-out connection; every statement on it is bounded and counted."""
 
-    def __init__(self, conn: Any, provider: MySQLSessionProvider) -> None:
+    def __init__(self, conn: Any, provider: MySQLSessionProvider, bounded: bool) -> None:
         self.conn = conn
         self.provider = provider
+        self.bounded = bounded  # False when the caller holds one deadline for the whole use
         self.broken = False
 
     async def execute(
@@ -117,7 +118,8 @@ class _Link:
                 started = time.perf_counter()
                 cur = await self.conn.cursor()
                 # No args -> None, so a literal % in a statement is not taken for a placeholder.
-                count = await _bounded(cur.execute(statement, args or None), provider.timeout + extra_time)
+                running = cur.execute(statement, args or None)
+                count = await (_bounded(running, provider.timeout + extra_time) if self.bounded else running)
                 rows = list(await cur.fetchall())
                 kind = statement[:6].lower()
                 provider.statements[kind] += 1
@@ -292,27 +294,29 @@ class MySQLSessionProvider:
         assert dsn is not None
         kwargs = self.connect_kwargs()
         kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, int(self.timeout))}"
+        pool = ConnectionPool(
+            dsn.pool_min,
+            dsn.pool_max,
+            dsn.pool_recycle,
+            host=dsn.host,
+            port=dsn.port,
+            user=dsn.user,
+            password=dsn.password,
+            db=dsn.database,
+            unix_socket=dsn.unix_socket,
+            connect_timeout=dsn.connect_timeout,
+            **kwargs,
+        )
         try:
-            return await _bounded(
-                aiomysql.create_pool(
-                    minsize=dsn.pool_min,
-                    maxsize=dsn.pool_max,
-                    host=dsn.host,
-                    port=dsn.port,
-                    user=dsn.user,
-                    password=dsn.password,
-                    db=dsn.database,
-                    unix_socket=dsn.unix_socket,
-                    connect_timeout=dsn.connect_timeout,
-                    pool_recycle=dsn.pool_recycle,
-                    **kwargs,
-                ),
-                max(self.timeout, dsn.connect_timeout),
-            )
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise self._failed(f"cannot connect to {dsn.redacted()}: no answer", "timeout") from exc
-        except (pymysql.err.MySQLError, OSError) as exc:
-            raise self._failed(f"cannot connect to {dsn.redacted()}: {exc}", "connection") from exc
+            await _bounded(pool.fill(), max(self.timeout, dsn.connect_timeout))
+            return pool
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                raise self._failed(f"cannot connect to {dsn.redacted()}: no answer", "timeout") from exc
+            if isinstance(exc, (pymysql.err.MySQLError, OSError)):
+                raise self._failed(f"cannot connect to {dsn.redacted()}: {exc}", "connection") from exc
+            raise
 
     async def _close_pool(self) -> None:
         pool, self._pool = self._pool, (None if self._owns_pool else self._pool)
@@ -375,15 +379,15 @@ class MySQLSessionProvider:
     # -- connections -----------------------------------------------------------------
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[_Link]:
-        """Check out a connection under the deadline; it always goes back to the pool."""
+    async def _connection(self, bounded: bool = True) -> AsyncIterator[_Link]:
+        """Check out a connection (under the deadline if ``bounded``); it always goes back."""
         pool = self._pool
         if pool is None:
             raise SessionError("the provider is not open: await provider.open() first")
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
             raise SessionError("the provider was opened on another event loop; open one provider per loop")
         try:
-            conn = await _bounded(_acquire(pool), self.timeout)
+            conn = await (_bounded(pool.acquire(), self.timeout) if bounded else pool.acquire())
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise self._failed(
                 f"no database connection within {self.timeout:g}s (pool exhausted or database unreachable)",
@@ -391,7 +395,7 @@ class MySQLSessionProvider:
             ) from exc
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
-        link = _Link(conn, self)
+        link = _Link(conn, self, bounded)
         try:
             yield link
         except BaseException as exc:
@@ -402,14 +406,25 @@ class MySQLSessionProvider:
             if link.broken:
                 conn.close()
             pool.release(conn)
-            if link.broken:
-                # aiomysql does not wake waiters when a closed connection comes back.
+            if link.broken and not isinstance(pool, ConnectionPool):
+                # aiomysql's pool does not wake waiters when a closed connection comes back.
                 task = asyncio.get_running_loop().create_task(_wake(pool))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
 
     async def _execute(self, statement: str, args: Sequence[Any] = ()) -> tuple[int, list[Any]]:
-        async with self._connection() as link:
+        """One statement under one deadline that covers acquiring the connection too."""
+        try:
+            return await _bounded(self._execute_unbounded(statement, args), self.timeout)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise self._failed(
+                f"the database did not answer within {self.timeout:g}s "
+                "(pool exhausted or database unreachable)",
+                "timeout",
+            ) from exc
+
+    async def _execute_unbounded(self, statement: str, args: Sequence[Any]) -> tuple[int, list[Any]]:
+        async with self._connection(bounded=False) as link:
             return await link.execute(statement, args)
 
     # -- time and ids ----------------------------------------------------------------
@@ -621,10 +636,6 @@ class MySQLSessionProvider:
     async def delete(self, key_hash: str) -> bool:
         count, _ = await self._execute(self.sql.delete, (key_hash,))
         return count == 1
-
-
-async def _acquire(pool: Any) -> Any:
-    return await pool.acquire()
 
 
 async def _wake(pool: Any) -> None:

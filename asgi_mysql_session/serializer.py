@@ -49,9 +49,8 @@ def _check(value: Any, path: str, depth: int = 0) -> None:
         if not _INT_MIN <= value <= _INT_MAX:
             raise TypeError(f"session value at {path}: int {value} is outside msgpack's 64-bit range")
         return
-    if kind is list or kind is dict:
-        if depth >= MAX_DEPTH:
-            raise TypeError(f"session value at {path}: nested deeper than {MAX_DEPTH} levels")
+    if (kind is list or kind is dict) and depth >= MAX_DEPTH:
+        raise TypeError(f"session value at {path}: nested deeper than {MAX_DEPTH} levels")
     if kind is list:
         for index, item in enumerate(value):
             _check(item, f"{path}[{index}]", depth + 1)

@@ -258,7 +258,8 @@ class SessionStore(MutableMapping[str, Any]):
             self._stored_owner = self._owner
             self._modified = False
             return SaveResult.CREATED
-        if self._modified or self.accessed:
+        # Unmodified data can only have changed in place, inside a list or dict.
+        if self._modified or (self.accessed and _holds_containers(self._data)):
             if not self._data:
                 await provider.delete(self.key_hash)
                 return self._forget()
@@ -363,6 +364,10 @@ class SessionStore(MutableMapping[str, Any]):
             self._forget()
             raise SessionInterrupted("the session ended before it could be given a new id")
         self._sid, self._key = new_sid, new_key
+
+
+def _holds_containers(data: dict[str, Any]) -> bool:
+    return any(type(value) is list or type(value) is dict for value in data.values())
 
 
 def _packed(value: Any) -> bytes:

@@ -1,0 +1,120 @@
+"""The connection pool: bounded, first come first served, nothing lost to cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import MYSQL_URL
+
+from asgi_mysql_session import MySQLSessionProvider
+from asgi_mysql_session.pool import ConnectionPool
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ConnectionPool]:
+    parts = urlsplit(MYSQL_URL)
+    connection_pool = ConnectionPool(
+        1,
+        2,
+        3600,
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        db=parts.path.lstrip("/"),
+        **MySQLSessionProvider.connect_kwargs(),
+    )
+    await connection_pool.fill()
+    yield connection_pool
+    connection_pool.terminate()
+
+
+async def test_fill_opens_minsize_connections(pool: ConnectionPool) -> None:
+    assert pool.size == pool.freesize == 1
+
+
+async def test_never_more_than_maxsize_connections(pool: ConnectionPool) -> None:
+    first, second = await pool.acquire(), await pool.acquire()
+    third = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    assert pool.size == 2 and not third.done()
+    pool.release(first)
+    assert await asyncio.wait_for(third, 5) is first
+    pool.release(second)
+    pool.release(first)
+    assert pool.size == 2 and pool.freesize == 2
+
+
+async def test_waiters_are_served_first_come_first_served(pool: ConnectionPool) -> None:
+    held = [await pool.acquire(), await pool.acquire()]
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        conn = await pool.acquire()
+        order.append(i)
+        await asyncio.sleep(0)
+        pool.release(conn)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(6)]
+    await asyncio.sleep(0)
+    for conn in held:
+        pool.release(conn)
+    # A newcomer arriving now queues behind the waiters instead of taking a freed connection.
+    tasks.append(asyncio.create_task(waiter(99)))
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert order == [0, 1, 2, 3, 4, 5, 99]
+
+
+async def test_a_waiter_cancelled_as_it_is_served_gives_the_connection_back(pool: ConnectionPool) -> None:
+    first, second = await pool.acquire(), await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    pool.release(first)  # handed to the waiter...
+    waiting.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not pool._used - {second} and first in pool._free
+    pool.release(second)
+
+
+async def test_a_closed_connection_frees_its_place_for_a_waiter(pool: ConnectionPool) -> None:
+    first, second = await pool.acquire(), await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    first.close()
+    pool.release(first)  # broken: the waiter opens a fresh connection instead
+    fresh = await asyncio.wait_for(waiting, 5)
+    assert fresh is not first and not fresh.closed
+    pool.release(fresh)
+    pool.release(second)
+    assert pool.size == 2
+
+
+async def test_a_connection_the_server_closed_is_not_handed_out(pool: ConnectionPool) -> None:
+    victim, killer = await pool.acquire(), await pool.acquire()
+    cur = await victim.cursor()
+    await cur.execute("SELECT CONNECTION_ID()")
+    [(victim_id,)] = await cur.fetchall()
+    await (await killer.cursor()).execute(f"KILL {int(victim_id)}")
+    pool.release(victim)
+    pool.release(killer)
+    await asyncio.sleep(0.05)  # let the EOF arrive on the killed socket
+    got = [await pool.acquire(), await pool.acquire()]
+    assert victim not in got and all(not c.closed for c in got)
+    assert victim.closed
+    for c in got:
+        pool.release(c)
+
+
+async def test_cancelled_handshake_leaves_no_capacity_taken(pool: ConnectionPool) -> None:
+    held = await pool.acquire()
+    opening = asyncio.create_task(pool.acquire())  # room for one more: it connects
+    await asyncio.sleep(0)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert pool.size == 1
+    pool.release(held)
