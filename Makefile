@@ -41,5 +41,10 @@ demo: db
 tour: db
 	$(BIN)/python examples/provider_tour.py
 
+# Reliability soak, not part of `make test` (bench/soak/README.md): uvicorn --workers 2 behind
+# the fault proxy, 2000 users, the database cut once. `make soak SOAK_ARGS=--quick` for ~30 s.
+soak: db
+	$(BIN)/python bench/soak/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

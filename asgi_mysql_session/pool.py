@@ -42,6 +42,7 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._opening = 0
         self._closing = False
+        self._reapers: set[asyncio.Future[None]] = set()
 
     @property
     def size(self) -> int:
@@ -58,12 +59,26 @@ class ConnectionPool:
             self._free.append(conn)
 
     async def _open(self) -> Any:
+        """Connect; a caller that gives up (deadline, cancel) never leaves an attempt behind.
+
+        aiomysql's connect runs under ``asyncio.wait_for``, which before Python 3.12 can
+        swallow a cancellation that lands as the TCP connect completes; the attempt would
+        then wait in the handshake forever. So it runs as its own task behind ``shield``:
+        our caller's cancellation always goes through, and the abandoned attempt is
+        cancelled until it stops, then closed.
+        """
         self._opening += 1
         conn = Connection(**self._connect_kwargs)
+        attempt = asyncio.ensure_future(conn._connect())
         try:
-            await conn._connect()
+            await asyncio.shield(attempt)
         except BaseException:
-            conn.close()  # aiomysql leaves the socket open when cancelled mid-handshake
+            if attempt.done():
+                conn.close()  # aiomysql leaves the socket open when cancelled mid-handshake
+            else:
+                reaper = asyncio.ensure_future(_abandon(attempt, conn))
+                self._reapers.add(reaper)
+                reaper.add_done_callback(self._reapers.discard)
             raise
         finally:
             self._opening -= 1
@@ -156,3 +171,15 @@ class ConnectionPool:
         for conn in list(self._used):
             conn.close()
         self._used.clear()
+
+
+async def _abandon(attempt: asyncio.Future[None], conn: Any) -> None:
+    """Cancel a connection attempt until it stops (a cancel can be swallowed), then close it."""
+    for _ in range(100):
+        if attempt.done():
+            break
+        attempt.cancel()
+        await asyncio.wait([attempt], timeout=0.05)
+    conn.close()
+    if attempt.done() and not attempt.cancelled():
+        attempt.exception()  # retrieved, so asyncio does not log it as never retrieved

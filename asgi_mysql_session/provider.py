@@ -18,6 +18,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,6 +50,9 @@ logger = logging.getLogger("asgi_mysql_session")
 
 T = TypeVar("T")
 Clock = Callable[[], float]
+
+#: The connection holding the current task's session lock (serialized mode), if any.
+_HELD_LINK: ContextVar[_Link | None] = ContextVar("asgi_mysql_session_held_link", default=None)
 
 #: MySQL errors after which the same statement may simply run again.
 _RETRYABLE = {1213: "deadlock", 1205: "lock wait timeout"}
@@ -104,6 +108,7 @@ class _Link:
         self.provider = provider
         self.bounded = bounded  # False when the caller holds one deadline for the whole use
         self.broken = False
+        self.shared: asyncio.Lock | None = None  # set while it holds a session lock
 
     async def execute(
         self, statement: str, args: Sequence[Any] = (), *, extra_time: float = 0.0
@@ -413,7 +418,16 @@ class MySQLSessionProvider:
                 task.add_done_callback(self._background.discard)
 
     async def _execute(self, statement: str, args: Sequence[Any] = ()) -> tuple[int, list[Any]]:
-        """One statement under one deadline that covers acquiring the connection too."""
+        """One statement under one deadline that covers acquiring the connection too.
+
+        Inside ``session_lock`` the statement runs on the connection holding the lock, so a
+        serialized request never needs a second connection (and cannot deadlock the pool).
+        """
+        held = _HELD_LINK.get()
+        if held is not None and held.provider is self and not held.broken:
+            assert held.shared is not None
+            async with held.shared:  # the handler may run statements from several tasks
+                return await held.execute(statement, args)
         try:
             return await _bounded(self._execute_unbounded(statement, args), self.timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
@@ -545,11 +559,15 @@ class MySQLSessionProvider:
                 _, rows = await link.execute(self.sql.get_lock_wait, (name, left), extra_time=left)
                 if not rows or rows[0][0] != 1:
                     raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s")
+                link.shared = asyncio.Lock()
+                token = _HELD_LINK.set(link)
                 try:
                     yield
                 except BaseException:
                     link.broken = True  # closing the connection frees the named lock
                     raise
+                finally:
+                    _HELD_LINK.reset(token)
                 try:
                     await link.execute(self.sql.release_lock, (name,))
                 except SessionError:

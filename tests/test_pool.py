@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import MYSQL_URL
+from faultproxy import FaultProxy
 
 from asgi_mysql_session import MySQLSessionProvider
 from asgi_mysql_session.pool import ConnectionPool
@@ -118,3 +119,22 @@ async def test_cancelled_handshake_leaves_no_capacity_taken(pool: ConnectionPool
         await opening
     assert pool.size == 1
     pool.release(held)
+
+
+async def test_an_attempt_abandoned_in_the_handshake_is_closed_and_frees_its_place() -> None:
+    host, _, port = MYSQL_URL.split("@", 1)[1].split("/", 1)[0].partition(":")
+    async with FaultProxy(host, int(port or 3306)) as proxy:
+        proxy.blackhole(True)  # accepts TCP, never sends the server greeting
+        silent = ConnectionPool(
+            0, 1, 3600, host="127.0.0.1", port=proxy.port, user="root", connect_timeout=30
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(silent.acquire(), 0.3)
+        assert silent.size == 0
+        async with asyncio.timeout(10):
+            while proxy.open_connections:  # noqa: ASYNC110 - the proxy's own counter
+                await asyncio.sleep(0.02)
+        proxy.blackhole(False)
+        conn = await asyncio.wait_for(silent.acquire(), 10)  # the place is free again
+        silent.release(conn)
+        silent.terminate()

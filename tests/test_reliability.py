@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from conftest import Database, StatementCounter
+from conftest import MYSQL_URL, Database, FakeClock, StatementCounter
 from sessionapp import client, make_app
 
 from asgi_mysql_session import MySQLSessionProvider
@@ -104,3 +104,18 @@ async def test_serialized_request_costs_two_lock_statements_more(
         statements.start()
         await http.get("/incr", headers=cookie)
     assert statements.delta() == {"select": 3, "update": 1}  # GET_LOCK, read, RELEASE_LOCK
+
+
+async def test_serialized_requests_use_the_lock_connection_so_a_small_pool_cannot_deadlock(
+    table: str, clock: FakeClock
+) -> None:
+    small = MySQLSessionProvider(
+        f"{MYSQL_URL}?pool_max=2&timeout=2", table=table, create_table=True, clock=clock, gc_interval=None
+    )
+    async with small, client(make_app(small, serialize=True)) as http:
+        cookies = [await new_session(http, user=f"u{i}") for i in range(4)]
+        responses = await asyncio.wait_for(
+            asyncio.gather(*(http.get("/incr", headers=cookie) for cookie in cookies for _ in range(3))), 20
+        )
+    assert [r.status_code for r in responses] == [200] * 12
+    assert sorted(r.json()["n"] for r in responses) == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
