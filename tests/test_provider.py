@@ -9,6 +9,7 @@ from conftest import MYSQL_URL, Database, FakeClock, StatementCounter, make_sess
 
 from asgi_mysql_session import (
     MySQLSessionProvider,
+    SessionConfigError,
     SessionError,
     SessionSchemaError,
 )
@@ -196,3 +197,47 @@ async def test_conditional_update_of_identical_bytes_still_counts_the_row(
     store = await provider.read(sid)
     assert await provider.touch(store.key_hash, store.expiry)
     assert await provider.update(store.key_hash, b"\x81\xa1a\x01", store.expiry, None, store.version)
+
+
+def _aiomysql_pool_kwargs() -> dict[str, object]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(MYSQL_URL)
+    return {
+        "host": parts.hostname,
+        "port": parts.port or 3306,
+        "user": parts.username or "root",
+        "password": parts.password or "",
+        "db": parts.path.lstrip("/"),
+        "minsize": 1,
+        "maxsize": 2,
+    }
+
+
+async def test_a_shared_aiomysql_pool_is_used_and_left_open(table: str) -> None:
+    import aiomysql
+
+    pool = await aiomysql.create_pool(**_aiomysql_pool_kwargs(), **MySQLSessionProvider.connect_kwargs())
+    try:
+        async with MySQLSessionProvider(
+            pool=pool, table=table, create_table=True, gc_interval=None
+        ) as provider:
+            sid = await make_session(provider, a=1)
+            assert dict(await provider.read(sid)) == {"a": 1}
+        assert not pool.closed
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+async def test_a_shared_pool_without_found_rows_is_refused(table: str) -> None:
+    import aiomysql
+
+    pool = await aiomysql.create_pool(**_aiomysql_pool_kwargs(), autocommit=True)
+    try:
+        provider = MySQLSessionProvider(pool=pool, table=table, create_table=True, gc_interval=None)
+        with pytest.raises(SessionConfigError, match="FOUND_ROWS"):
+            await provider.open()
+    finally:
+        pool.close()
+        await pool.wait_closed()
