@@ -72,7 +72,8 @@ class _RequestSession:
         try:
             if not provider.is_open:
                 await provider.open()
-            row = await provider.fetch(hash_id(self.presented)) if is_well_formed(self.presented) else None
+            key = hash_id(self.presented) if is_well_formed(self.presented) else None
+            row = await provider.fetch(key) if key is not None else None
         except SessionError as exc:
             self.failure = exc
             store._block(exc)
@@ -83,7 +84,7 @@ class _RequestSession:
             store._load(provider.new_session_id(), None)  # never the client's id
         else:
             provider.observer.session_loaded()
-            store._load(self.presented, row)
+            store._load(self.presented, row, key)
         return store
 
     async def save(self) -> SaveResult:

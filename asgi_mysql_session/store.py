@@ -86,9 +86,9 @@ class SessionStore(MutableMapping[str, Any]):
     def _block(self, error: SessionError | None) -> None:
         self._blocked = error
 
-    def _load(self, session_id: str, row: Row | None) -> None:
+    def _load(self, session_id: str, row: Row | None, key_hash: str | None = None) -> None:
         """Fill a store created before its row was read (the middleware's lazy path)."""
-        self._sid, self._key = session_id, None
+        self._sid, self._key = session_id, key_hash
         if row is not None:
             self._fill(row)
         self._blocked = None
@@ -280,17 +280,15 @@ class SessionStore(MutableMapping[str, Any]):
     async def _write(self, raw: bytes) -> SaveResult:
         provider = self._provider
         key = self.key_hash
-        sets: dict[str, Any] | None = None
-        deletes: AbstractSet[str] = frozenset()
-        owner_changed = self._owner != self._stored_owner
+        # Queue behind this process's other writers of the session (even for the first
+        # try: newcomers would otherwise keep beating a merging writer), so heavy
+        # contention cannot starve anyone; each turn merges onto the latest row.
         async with provider.save_lock(key):
-            for _ in range(provider.write_retries + 1):
-                expiry = provider.deadline(self._created, provider.now())
-                if await provider.update(key, raw, expiry, self._owner, self._version):
-                    self._version += 1
-                    self._raw, self._expiry, self._stored_owner = raw, expiry, self._owner
-                    self._modified = False
-                    return SaveResult.UPDATED
+            if await self._update(raw):  # the common case: nobody wrote meanwhile
+                return SaveResult.UPDATED
+            owner_changed = self._owner != self._stored_owner
+            sets, deletes = self._changes()
+            for _ in range(provider.write_retries):
                 # Someone else wrote (or the row is gone): merge our own changes onto theirs.
                 provider.observer.write_conflict()
                 row = await provider.fetch(key)
@@ -300,8 +298,6 @@ class SessionStore(MutableMapping[str, Any]):
                         "the session ended (logout, rotation or expiry) before this write; "
                         "it was not recreated"
                     )
-                if sets is None:
-                    sets, deletes = self._changes()
                 merged = {k: v for k, v in row.values.items() if k not in deletes}
                 merged.update(sets)
                 self._data = merged
@@ -317,9 +313,22 @@ class SessionStore(MutableMapping[str, Any]):
                 if raw == row.data and self._owner == row.owner:
                     self._modified = False
                     return SaveResult.NOTHING  # our changes are already there
+                if await self._update(raw):
+                    return SaveResult.UPDATED
         raise SessionConflictError(
             f"gave up after {provider.write_retries + 1} conflicting writes to one session"
         )
+
+    async def _update(self, raw: bytes) -> bool:
+        """One UPDATE conditioned on the version this store holds."""
+        provider = self._provider
+        expiry = provider.deadline(self._created, provider.now())
+        if not await provider.update(self.key_hash, raw, expiry, self._owner, self._version):
+            return False
+        self._version += 1
+        self._raw, self._expiry, self._stored_owner = raw, expiry, self._owner
+        self._modified = False
+        return True
 
     def _changes(self) -> tuple[dict[str, Any], AbstractSet[str]]:
         """This request's key-level changes against what it read (types compared exactly)."""
