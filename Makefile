@@ -41,6 +41,11 @@ demo: db
 tour: db
 	$(BIN)/python examples/provider_tour.py
 
+# Throughput and latency under uvicorn against the raw aiomysql limit (bench/README.md).
+# `make bench BENCH_ARGS=--quick` for a one-minute smoke run.
+bench: db
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 # Reliability soak, not part of `make test` (bench/soak/README.md): uvicorn --workers 2 behind
 # the fault proxy, 2000 users, the database cut once. `make soak SOAK_ARGS=--quick` for ~30 s.
 soak: db

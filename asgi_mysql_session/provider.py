@@ -183,6 +183,7 @@ class MySQLSessionProvider:
         write_retries: int = 10,
         gc_interval: float | None = 600.0,
         gc_batch_size: int = 1000,
+        gc_pause: float = 0.05,
         clock: Clock = time.time,
         observer: SessionObserver | None = None,
     ) -> None:
@@ -205,8 +206,8 @@ class MySQLSessionProvider:
             raise SessionConfigError("touch_after must be between 0 and max_lifetime")
         if gc_interval is not None and gc_interval <= 0:
             raise SessionConfigError("gc_interval must be positive, or None to disable sweeps")
-        if gc_batch_size < 1 or write_retries < 0:
-            raise SessionConfigError("gc_batch_size must be >= 1 and write_retries >= 0")
+        if gc_batch_size < 1 or write_retries < 0 or gc_pause < 0:
+            raise SessionConfigError("gc_batch_size must be >= 1, write_retries and gc_pause >= 0")
         self.max_lifetime = max_lifetime
         self.absolute_lifetime = absolute_lifetime
         self.touch_after = touch_after
@@ -216,6 +217,9 @@ class MySQLSessionProvider:
         self.write_retries = write_retries
         self.gc_interval = gc_interval
         self.gc_batch_size = gc_batch_size
+        #: Seconds to rest between full sweep batches, so a big sweep does not starve
+        #: the database of CPU for the requests being served meanwhile.
+        self.gc_pause = gc_pause
         self.clock = clock
         #: Receives events for logs and metrics (see ``asgi_mysql_session.metrics``).
         self.observer = observer or SessionObserver()
@@ -609,6 +613,8 @@ class MySQLSessionProvider:
                         on_batch(deleted)
                     if deleted < batch:
                         break
+                    if self.gc_pause:
+                        await asyncio.sleep(self.gc_pause)
             except BaseException:
                 # Cancelled or failed mid-sweep: closing the connection frees the named
                 # lock without another round trip that could hang or mask the error.
