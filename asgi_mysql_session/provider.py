@@ -472,10 +472,7 @@ class MySQLSessionProvider:
 
     def save_lock(self, key_hash: str) -> asyncio.Lock:
         """One lock per session and process, so concurrent saves queue instead of starving."""
-        lock = self._save_locks.get(key_hash)
-        if lock is None:
-            lock = self._save_locks[key_hash] = asyncio.Lock()
-        return lock
+        return _lock_in(self._save_locks, key_hash)
 
     # -- the Go provider's API -------------------------------------------------------
 
@@ -548,9 +545,7 @@ class MySQLSessionProvider:
         pooled connection for the server-side named lock (GET_LOCK). Raises
         ``SessionLockTimeout`` when the lock is not had within ``timeout`` seconds.
         """
-        local = self._request_locks.get(key_hash)
-        if local is None:
-            local = self._request_locks[key_hash] = asyncio.Lock()
+        local = _lock_in(self._request_locks, key_hash)
         started = time.monotonic()
         try:
             await _bounded(local.acquire(), timeout)
@@ -660,6 +655,14 @@ class MySQLSessionProvider:
     async def delete(self, key_hash: str) -> bool:
         count, _ = await self._execute(self.sql.delete, (key_hash,))
         return count == 1
+
+
+def _lock_in(locks: weakref.WeakValueDictionary[str, asyncio.Lock], key: str) -> asyncio.Lock:
+    """The lock for ``key``, made on first use; it lives as long as someone holds it."""
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
+    return lock
 
 
 async def _wake(pool: Any) -> None:
