@@ -42,6 +42,11 @@ _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 _BUSY = b"The session is busy with another request, please retry."
 
 
+class _NotLoaded(SessionNotLoaded):
+    def __init__(self) -> None:
+        super().__init__("call `await load_session(request)` first (lazy mode)")
+
+
 #: Failures that become a clean response (503/409/413) instead of an exception.
 _OPERATIONAL = (SessionBackendError, SessionInterrupted, SessionConflictError, SessionTooLargeError)
 
@@ -60,7 +65,7 @@ class _RequestSession:
             self.store = SessionStore(provider, provider.new_session_id())
         else:  # its id is known once the row is read
             self.store = SessionStore(provider, "")
-            self.store._block(SessionNotLoaded("call `await load_session(request)` first (lazy mode)"))
+            self.store._block(_NotLoaded)
 
     async def load(self) -> SessionStore:
         """Read the presented id's row (one SELECT); unknown ids are never adopted."""
@@ -418,6 +423,8 @@ class SessionMiddleware:
 
 def _matches(path: str, prefixes: tuple[str, ...]) -> bool:
     """Path-prefix match on whole segments ("" matches everything)."""
+    if not path.startswith(prefixes):  # the usual answer, found without a Python loop
+        return False
     return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
 
 

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import pymysql
 from pymysql.constants import CLIENT
@@ -41,6 +41,7 @@ from .ids import hash_id, is_well_formed, new_session_id
 from .metrics import SessionObserver
 from .pool import ConnectionPool
 from .serializer import decode
+from .watchdog import Watchdog
 
 if TYPE_CHECKING:
     from .gc import ExpirySweeper
@@ -71,9 +72,8 @@ else:  # pragma: no cover - Python 3.10
         return await asyncio.wait_for(aw, seconds)
 
 
-@dataclass(frozen=True)
-class Row:
-    """A live session row as stored."""
+class Row(NamedTuple):
+    """A live session row as stored (a tuple: one is made on every read)."""
 
     data: bytes
     values: dict[str, Any]
@@ -92,6 +92,17 @@ class OwnedSession:
     expiry: int
 
 
+_KINDS: dict[str, str] = {}
+
+
+def _kind(statement: str) -> str:
+    """Statements are counted by their first word ("select", "update"...), cached per text."""
+    kind = statement[:6].lower()
+    if len(_KINDS) < 1000:  # the provider's own statements; ad-hoc ones are not kept
+        _KINDS[statement] = kind
+    return kind
+
+
 def _is_server_error(exc: BaseException) -> bool:
     """A server-side error (1000-1999, 3000+) leaves the connection usable; client errors don't."""
     if not isinstance(exc, pymysql.err.MySQLError) or not exc.args:
@@ -102,6 +113,8 @@ def _is_server_error(exc: BaseException) -> bool:
 
 class _Link:
     """One checked-out connection; every statement on it is bounded and counted."""
+
+    __slots__ = ("bounded", "broken", "conn", "provider", "shared")
 
     def __init__(self, conn: Any, provider: MySQLSessionProvider, bounded: bool) -> None:
         self.conn = conn
@@ -126,7 +139,7 @@ class _Link:
                 running = cur.execute(statement, args or None)
                 count = await (_bounded(running, provider.timeout + extra_time) if self.bounded else running)
                 rows = list(await cur.fetchall())
-                kind = statement[:6].lower()
+                kind = _KINDS.get(statement) or _kind(statement)
                 provider.statements[kind] += 1
                 provider.observer.statement(kind, time.perf_counter() - started)
                 return int(count), rows
@@ -234,6 +247,7 @@ class MySQLSessionProvider:
         self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._request_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._background: set[asyncio.Task[None]] = set()
+        self._watchdog = Watchdog()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -388,15 +402,15 @@ class MySQLSessionProvider:
     # -- connections -----------------------------------------------------------------
 
     @asynccontextmanager
-    async def _connection(self, bounded: bool = True) -> AsyncIterator[_Link]:
-        """Check out a connection (under the deadline if ``bounded``); it always goes back."""
+    async def _connection(self) -> AsyncIterator[_Link]:
+        """Check out a connection for several statements, each under its own deadline.
+
+        For sweeps, locks and maintenance; it always goes back to the pool.
+        """
+        self._check_usable()
         pool = self._pool
-        if pool is None:
-            raise SessionError("the provider is not open: await provider.open() first")
-        if self._loop is not None and self._loop is not asyncio.get_running_loop():
-            raise SessionError("the provider was opened on another event loop; open one provider per loop")
         try:
-            conn = await (_bounded(pool.acquire(), self.timeout) if bounded else pool.acquire())
+            conn = await _bounded(pool.acquire(), self.timeout)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise self._failed(
                 f"no database connection within {self.timeout:g}s (pool exhausted or database unreachable)",
@@ -404,7 +418,7 @@ class MySQLSessionProvider:
             ) from exc
         except (pymysql.err.MySQLError, OSError) as exc:
             raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
-        link = _Link(conn, self, bounded)
+        link = _Link(conn, self, True)
         try:
             yield link
         except BaseException as exc:
@@ -412,38 +426,67 @@ class MySQLSessionProvider:
                 link.broken = True
             raise
         finally:
-            if link.broken:
-                conn.close()
-            pool.release(conn)
-            if link.broken and not isinstance(pool, ConnectionPool):
-                # aiomysql's pool does not wake waiters when a closed connection comes back.
-                task = asyncio.get_running_loop().create_task(_wake(pool))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            self._give_back(pool, link)
+
+    def _check_usable(self) -> None:
+        if self._pool is None:
+            raise SessionError("the provider is not open: await provider.open() first")
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise SessionError("the provider was opened on another event loop; open one provider per loop")
+
+    def _give_back(self, pool: Any, link: _Link) -> None:
+        """Return a connection to its pool; one in an unknown state is closed, not reused."""
+        conn = link.conn
+        if link.broken:
+            conn.close()
+        pool.release(conn)
+        if link.broken and not isinstance(pool, ConnectionPool):
+            # aiomysql's pool does not wake waiters when a closed connection comes back.
+            task = asyncio.get_running_loop().create_task(_wake(pool))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _execute(self, statement: str, args: Sequence[Any] = ()) -> tuple[int, list[Any]]:
         """One statement under one deadline that covers acquiring the connection too.
 
         Inside ``session_lock`` the statement runs on the connection holding the lock, so a
         serialized request never needs a second connection (and cannot deadlock the pool).
+        This is every request's path, so it is written out flat (no context managers) and
+        bounded by the provider's watchdog rather than a timer of its own.
         """
         held = _HELD_LINK.get()
         if held is not None and held.provider is self and not held.broken:
             assert held.shared is not None
             async with held.shared:  # the handler may run statements from several tasks
                 return await held.execute(statement, args)
+        pool = self._pool
+        loop = asyncio.get_running_loop()
+        if pool is None or (self._loop is not None and self._loop is not loop):
+            self._check_usable()
+        watchdog = self._watchdog
+        token = watchdog.arm(loop, self.timeout)
+        link: _Link | None = None
         try:
-            return await _bounded(self._execute_unbounded(statement, args), self.timeout)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise self._failed(
-                f"the database did not answer within {self.timeout:g}s "
-                "(pool exhausted or database unreachable)",
-                "timeout",
-            ) from exc
-
-    async def _execute_unbounded(self, statement: str, args: Sequence[Any]) -> tuple[int, list[Any]]:
-        async with self._connection(bounded=False) as link:
+            try:
+                conn = await pool.acquire()
+            except (pymysql.err.MySQLError, OSError) as exc:
+                raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
+            link = _Link(conn, self, False)
             return await link.execute(statement, args)
+        except asyncio.CancelledError as exc:
+            if link is not None:
+                link.broken = True  # cancelled mid-statement: the connection state is unknown
+            if watchdog.expired(token):
+                raise self._failed(
+                    f"the database did not answer within {self.timeout:g}s "
+                    "(pool exhausted or database unreachable)",
+                    "timeout",
+                ) from exc
+            raise
+        finally:
+            watchdog.disarm(token)
+            if link is not None:
+                self._give_back(pool, link)
 
     # -- time and ids ----------------------------------------------------------------
 

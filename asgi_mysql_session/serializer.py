@@ -20,14 +20,53 @@ MAX_DEPTH = 100
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _SCALARS = (bytes, float, bool, type(None))
+_DECODED_FLAT = frozenset((str, int, bytes, float, bool, type(None)))
 
 
 def check_value(key: object, value: Any) -> None:
     """Raise ``TypeError`` naming ``key`` (and the path inside it) if ``value`` can't be stored."""
     if type(key) is not str:
         raise TypeError(f"session keys must be str, not {type(key).__name__}: {key!r}")
+    if _storable_text(key) and _storable(value, 0):
+        return
+    # Slow path, only for a value being refused: walk again, building the path for the message.
     _check_text(key, "key " + repr(key))
     _check(value, repr(key))
+
+
+def _storable_text(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(value: Any, depth: int) -> bool:
+    """The fast yes/no twin of ``_check``: no paths are built unless something is refused."""
+    kind = type(value)
+    if kind is str:
+        return _storable_text(value)
+    if kind in _SCALARS:
+        return True
+    if kind is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[no-any-return]
+    if depth >= MAX_DEPTH:
+        return False
+    depth += 1
+    if kind is list:
+        for item in value:  # noqa: SIM110 - a loop is cheaper than all() over a generator
+            if not _storable(item, depth):
+                return False
+        return True
+    if kind is dict:
+        for sub_key, item in value.items():
+            if type(sub_key) is not str or not _storable_text(sub_key) or not _storable(item, depth):
+                return False
+        return True
+    return False
 
 
 def _check_text(text: str, path: str) -> None:
@@ -93,9 +132,11 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise SessionDecodeError("stored session data is not a map")
     # Rows written by something else may hold what msgpack decodes but we never store
     # (ext types, bytes keys, absurd nesting): refuse them here, not on every later save.
-    try:
-        for key, value in data.items():
-            check_value(key, value)
-    except TypeError as exc:
-        raise SessionDecodeError(f"stored session data holds an unsupported value: {exc}") from None
+    # Decoded str is valid UTF-8 and decoded ints are in range, so flat values need no walk.
+    for key, value in data.items():
+        if type(key) is not str or type(value) not in _DECODED_FLAT:
+            try:
+                check_value(key, value)
+            except TypeError as exc:
+                raise SessionDecodeError(f"stored session data holds an unsupported value: {exc}") from None
     return data

@@ -48,6 +48,25 @@ class SessionStore(MutableMapping[str, Any]):
     a value that is not is refused with ``TypeError`` when set, naming the key.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_blocked",
+        "_created",
+        "_data",
+        "_destroyed",
+        "_expiry",
+        "_key",
+        "_modified",
+        "_new",
+        "_owner",
+        "_provider",
+        "_raw",
+        "_sid",
+        "_stored_owner",
+        "_version",
+        "accessed",
+    )
+
     def __init__(self, provider: MySQLSessionProvider, session_id: str) -> None:
         self._provider = provider
         self._sid = session_id
@@ -66,7 +85,8 @@ class SessionStore(MutableMapping[str, Any]):
         self.accessed = False
         # Set while the data is unavailable (lazy mode before loading, or the load failed):
         # any access raises it, so a route that never touches the session is unaffected.
-        self._blocked: SessionError | None = None
+        # An exception class is instantiated only when raised (most stores never are).
+        self._blocked: SessionError | type[SessionError] | None = None
 
     @classmethod
     def from_row(cls, provider: MySQLSessionProvider, session_id: str, row: Row) -> SessionStore:
@@ -83,7 +103,7 @@ class SessionStore(MutableMapping[str, Any]):
         self._owner = self._stored_owner = row.owner
         self._new = False
 
-    def _block(self, error: SessionError | None) -> None:
+    def _block(self, error: SessionError | type[SessionError] | None) -> None:
         self._blocked = error
 
     def _load(self, session_id: str, row: Row | None, key_hash: str | None = None) -> None:
@@ -376,7 +396,10 @@ class SessionStore(MutableMapping[str, Any]):
 
 
 def _holds_containers(data: dict[str, Any]) -> bool:
-    return any(type(value) is list or type(value) is dict for value in data.values())
+    for value in data.values():  # noqa: SIM110 - a loop is cheaper than any() over a generator
+        if type(value) is list or type(value) is dict:
+            return True
+    return False
 
 
 def _packed(value: Any) -> bytes:
