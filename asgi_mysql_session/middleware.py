@@ -62,7 +62,7 @@ class _RequestSession:
         provider = middleware.provider
         self.failure: SessionError | None = None
         if presented is None:
-            self.store = SessionStore(provider, provider.new_session_id())
+            self.store = SessionStore(provider)  # its id is minted only if it is saved
         else:  # its id is known once the row is read
             self.store = SessionStore(provider, "")
             self.store._block(_NotLoaded)
@@ -86,7 +86,7 @@ class _RequestSession:
         if row is None:
             logger.info("unknown or expired session id %s presented", log_id(self.presented))
             provider.observer.unknown_id()
-            store._load(provider.new_session_id(), None)  # never the client's id
+            store._load(None, None)  # a fresh id is minted if it is saved: never the client's
         else:
             provider.observer.session_loaded()
             store._load(self.presented, row, key)
@@ -170,6 +170,7 @@ class SessionMiddleware:
         if header_name is not None and not _TOKEN.fullmatch(header_name):
             raise SessionConfigError(f"invalid header name {header_name!r}")
         self.cookie_name = cookie_name
+        self._cookie_prefix = cookie_name + "="
         self.max_age = max_age
         self.secure = secure
         self.header_name = header_name.lower().encode("latin-1") if header_name else None
@@ -257,12 +258,14 @@ class SessionMiddleware:
                 if name == wanted:
                     return str(value.decode("latin-1").strip())
             return None
-        prefix = self.cookie_name + "="
+        prefix = self._cookie_prefix
         found: str | None = None
         for name, value in scope["headers"]:
             if name != b"cookie":
                 continue
             header: str = value.decode("latin-1")
+            if prefix not in header:
+                continue
             for part in header.split(";"):
                 part = part.strip()
                 if part.startswith(prefix):
@@ -317,7 +320,10 @@ class SessionMiddleware:
             headers.append((b"vary", b"Cookie" if self.header_name is None else self.header_name))
         if added:
             headers.extend(added)
-            if not any(name.lower() == b"cache-control" for name, _ in headers):
+            for name, _ in headers:
+                if name.lower() == b"cache-control":
+                    break
+            else:
                 headers.append((b"cache-control", b"no-store"))
         message["headers"] = headers
         return None

@@ -14,7 +14,6 @@ import logging
 import random
 import sys
 import time
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from .errors import (
     SessionSchemaError,
 )
 from .ids import hash_id, is_well_formed, new_session_id
+from .locks import KeyedLocks
 from .metrics import SessionObserver
 from .pool import ConnectionPool
 from .serializer import decode
@@ -244,8 +244,9 @@ class MySQLSessionProvider:
         self._open_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: ExpirySweeper | None = None
-        self._save_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._request_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        #: One lock per session and process, so concurrent saves queue instead of starving.
+        self.save_locks = KeyedLocks()
+        self._request_locks = KeyedLocks()
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog = Watchdog()
 
@@ -298,6 +299,7 @@ class MySQLSessionProvider:
         if self._opened:
             self._opened = False
             await self._close_pool()
+            self._watchdog.close()
             self._loop = None
 
     async def __aenter__(self) -> MySQLSessionProvider:
@@ -513,10 +515,6 @@ class MySQLSessionProvider:
         """A fresh id: 256 bits from ``secrets``, URL-safe."""
         return new_session_id()
 
-    def save_lock(self, key_hash: str) -> asyncio.Lock:
-        """One lock per session and process, so concurrent saves queue instead of starving."""
-        return _lock_in(self._save_locks, key_hash)
-
     # -- the Go provider's API -------------------------------------------------------
 
     async def read(self, sid: str) -> SessionStore:
@@ -588,10 +586,10 @@ class MySQLSessionProvider:
         pooled connection for the server-side named lock (GET_LOCK). Raises
         ``SessionLockTimeout`` when the lock is not had within ``timeout`` seconds.
         """
-        local = _lock_in(self._request_locks, key_hash)
+        local = self._request_locks
         started = time.monotonic()
         try:
-            await _bounded(local.acquire(), timeout)
+            await _bounded(local.acquire(key_hash), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s") from None
         try:
@@ -615,7 +613,7 @@ class MySQLSessionProvider:
                 except SessionError:
                     link.broken = True  # the response is out: free the lock by closing
         finally:
-            local.release()
+            local.release(key_hash)
 
     # -- sweeping ----------------------------------------------------------------------
 
@@ -698,14 +696,6 @@ class MySQLSessionProvider:
     async def delete(self, key_hash: str) -> bool:
         count, _ = await self._execute(self.sql.delete, (key_hash,))
         return count == 1
-
-
-def _lock_in(locks: weakref.WeakValueDictionary[str, asyncio.Lock], key: str) -> asyncio.Lock:
-    """The lock for ``key``, made on first use; it lives as long as someone holds it."""
-    lock = locks.get(key)
-    if lock is None:
-        lock = locks[key] = asyncio.Lock()
-    return lock
 
 
 async def _wake(pool: Any) -> None:

@@ -67,9 +67,9 @@ class SessionStore(MutableMapping[str, Any]):
         "accessed",
     )
 
-    def __init__(self, provider: MySQLSessionProvider, session_id: str) -> None:
+    def __init__(self, provider: MySQLSessionProvider, session_id: str | None = None) -> None:
         self._provider = provider
-        self._sid = session_id
+        self._sid = session_id  # None: minted when first needed (most new stores never are)
         self._key: str | None = None
         self._data: dict[str, Any] = {}
         self._raw = b""  # the bytes as read; b"" for a session not in the database
@@ -106,7 +106,7 @@ class SessionStore(MutableMapping[str, Any]):
     def _block(self, error: SessionError | type[SessionError] | None) -> None:
         self._blocked = error
 
-    def _load(self, session_id: str, row: Row | None, key_hash: str | None = None) -> None:
+    def _load(self, session_id: str | None, row: Row | None, key_hash: str | None = None) -> None:
         """Fill a store created before its row was read (the middleware's lazy path)."""
         self._sid, self._key = session_id, key_hash
         if row is not None:
@@ -125,13 +125,15 @@ class SessionStore(MutableMapping[str, Any]):
 
     @property
     def session_id(self) -> str:
+        if self._sid is None:
+            self._sid = self._provider.new_session_id()
         return self._sid
 
     @property
     def key_hash(self) -> str:
         """What the database stores for this id."""
         if self._key is None:
-            self._key = hash_id(self._sid)
+            self._key = hash_id(self.session_id)
         return self._key
 
     @property
@@ -172,7 +174,8 @@ class SessionStore(MutableMapping[str, Any]):
         self._modified = True
 
     def __repr__(self) -> str:  # never the id itself
-        return f"<SessionStore {log_id(self._sid)} keys={len(self._data)} new={self._new}>"
+        tag = log_id(self._sid) if self._sid else "(no id yet)"
+        return f"<SessionStore {tag} keys={len(self._data)} new={self._new}>"
 
     # -- mapping ---------------------------------------------------------------------
 
@@ -268,7 +271,7 @@ class SessionStore(MutableMapping[str, Any]):
             if not self._data:
                 return SaveResult.NOTHING  # empty sessions are never stored
             if self._destroyed:  # data set after a logout starts a session under a new id
-                self._sid, self._key, self._destroyed = provider.new_session_id(), None, False
+                self._sid, self._key, self._destroyed = None, None, False
             raw = self._encode()
             now = provider.now()
             expiry = provider.deadline(now, now)
@@ -303,7 +306,9 @@ class SessionStore(MutableMapping[str, Any]):
         # Queue behind this process's other writers of the session (even for the first
         # try: newcomers would otherwise keep beating a merging writer), so heavy
         # contention cannot starve anyone; each turn merges onto the latest row.
-        async with provider.save_lock(key):
+        locks = provider.save_locks
+        await locks.acquire(key)
+        try:
             if await self._update(raw):  # the common case: nobody wrote meanwhile
                 return SaveResult.UPDATED
             owner_changed = self._owner != self._stored_owner
@@ -335,6 +340,8 @@ class SessionStore(MutableMapping[str, Any]):
                     return SaveResult.NOTHING  # our changes are already there
                 if await self._update(raw):
                     return SaveResult.UPDATED
+        finally:
+            locks.release(key)
         raise SessionConflictError(
             f"gave up after {provider.write_retries + 1} conflicting writes to one session"
         )
@@ -385,10 +392,13 @@ class SessionStore(MutableMapping[str, Any]):
         ``release()`` under the new id.
         """
         self._check()
+        if self._new:  # nothing stored yet: the next save mints a fresh id
+            self._sid, self._key = None, None
+            return
         provider = self._provider
         new_sid = provider.new_session_id()
         new_key = hash_id(new_sid)
-        if not self._new and not await provider.rename(self.key_hash, new_key):
+        if not await provider.rename(self.key_hash, new_key):
             # The row ended meanwhile (logout, "log out everywhere"): never bring it back.
             self._forget()
             raise SessionInterrupted("the session ended before it could be given a new id")

@@ -1,28 +1,36 @@
 """One timer per provider that bounds every in-flight statement.
 
-``asyncio.timeout`` schedules and cancels a timer handle for each statement and costs
-several microseconds of bookkeeping per use; a session request spends more on that than on
-its own logic. Here a statement only records its deadline in a dict, and one timer, armed
-while anything is in flight, cancels the tasks whose deadline has passed. A deadline thus
-fires up to one tick late (a tenth of the timeout, at most 100 ms), which is well inside
-what a timeout of seconds promises.
+``asyncio.timeout`` schedules and cancels a timer handle for each use and costs several
+microseconds of bookkeeping each time; a session request spent more on that than on its
+own logic. Here a statement only records its task's deadline in a dict, and one timer,
+armed while anything is in flight, cancels the tasks whose deadline has passed. A deadline
+thus fires up to one tick late (a tenth of the timeout, at most 100 ms), well inside what a
+timeout of seconds promises.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from itertools import count
+from typing import Any
 
+Task = asyncio.Task[Any]
 
-class _Entry:
-    __slots__ = ("cancelling", "deadline", "fired", "task")
+if sys.version_info >= (3, 11):
 
-    def __init__(self, task: asyncio.Task[object], deadline: float, cancelling: int) -> None:
-        self.task = task
-        self.deadline = deadline
-        self.cancelling = cancelling
-        self.fired = False
+    def _cancelling(task: Task) -> int:
+        return task.cancelling()
+
+    def _uncancel(task: Task) -> int:
+        return task.uncancel()
+
+else:  # pragma: no cover - Python 3.10 does not count cancellations
+
+    def _cancelling(task: Task) -> int:
+        return 0
+
+    def _uncancel(task: Task) -> int:
+        return 0
 
 
 class Watchdog:
@@ -30,50 +38,52 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._tick = 0.1
-        self._entries: dict[int, _Entry] = {}
-        self._tokens = count()
+        #: task -> (deadline, its cancellation count when armed)
+        self._deadlines: dict[Task, tuple[float, int]] = {}
+        self._fired: set[Task] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> int:
-        """Bound the current task by ``seconds``; returns the token for the other methods."""
+    def arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> Task | None:
+        """Bound the current task by ``seconds``; returns the token for the other methods.
+
+        None if the task is already bounded (its outer deadline then stands).
+        """
         task = asyncio.current_task(loop)
-        if task is None:  # pragma: no cover - coroutines always run in a task under asyncio
-            raise RuntimeError("a deadline needs a running task")
-        token = next(self._tokens)
-        cancelling = 0
-        if sys.version_info >= (3, 11):
-            cancelling = task.cancelling()
-        self._entries[token] = _Entry(task, loop.time() + seconds, cancelling)
+        if task is None or task in self._deadlines:
+            return None
+        now = loop.time()
+        self._deadlines[task] = (now + seconds, _cancelling(task))
         if seconds < self._tick * 10:
             self._tick = max(seconds / 10, 0.001)
         if self._timer is None:
-            self._timer = loop.call_at(loop.time() + self._tick, self._check, loop)
-        return token
+            self._timer = loop.call_at(now + self._tick, self._check, loop)
+        return task
 
-    def disarm(self, token: int) -> None:
-        self._entries.pop(token, None)
+    def disarm(self, token: Task | None) -> None:
+        if token is not None:
+            del self._deadlines[token]
+            if self._fired:
+                self._fired.discard(token)
 
-    def expired(self, token: int) -> bool:
+    def expired(self, token: Task | None) -> bool:
         """True if the ``CancelledError`` being handled is this deadline's, not a real cancel.
 
         Like ``asyncio.timeout`` it takes back its own cancellation (``uncancel``), so an
         outer timeout or TaskGroup still sees any other cancellation that arrived too.
         """
-        entry = self._entries.get(token)
-        if entry is None or not entry.fired:
+        if token is None or token not in self._fired:
             return False
-        if sys.version_info >= (3, 11):
-            return entry.task.uncancel() <= entry.cancelling
-        return True  # pragma: no cover - Python 3.10
+        self._fired.discard(token)
+        return _uncancel(token) <= self._deadlines[token][1]
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         now = loop.time()
-        for entry in self._entries.values():
-            if not entry.fired and entry.deadline <= now:
-                entry.fired = True
-                entry.task.cancel()
-        if self._entries:
+        for task, (deadline, _) in self._deadlines.items():
+            if deadline <= now and task not in self._fired:
+                self._fired.add(task)
+                task.cancel()
+        if self._deadlines:
             self._timer = loop.call_at(now + self._tick, self._check, loop)
 
     def close(self) -> None:
