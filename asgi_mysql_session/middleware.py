@@ -8,7 +8,6 @@ a response can rely on its write, and a failed write becomes a clean error respo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
@@ -199,7 +198,8 @@ class SessionMiddleware:
         if kind == "lifespan":
             await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
             return
-        if kind not in ("http", "websocket") or self._excluded(scope["path"]):
+        excluded = self.exclude_paths
+        if kind not in ("http", "websocket") or (excluded and _matches(scope["path"], excluded)):
             await self.app(scope, receive, send)
             return
         session = _RequestSession(self, self._presented_id(scope))
@@ -239,16 +239,14 @@ class SessionMiddleware:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
         if session.presented is not None and not self.lazy:
-            # On failure the store raises the error on access: untouched routes still work.
-            with contextlib.suppress(SessionError):
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress, and it runs on every request
                 await session.load()
+            except SessionError:
+                pass  # the store raises it on access: routes that don't touch it still work
         if scope["type"] == "http":
             await self._http(scope, receive, send, session)
         else:
             await self._websocket(scope, receive, send, session)
-
-    def _excluded(self, path: str) -> bool:
-        return bool(self.exclude_paths) and _matches(path, self.exclude_paths)
 
     def _presented_id(self, scope: Scope) -> str | None:
         """The first id in the configured transport; query strings and forms are never read."""

@@ -138,7 +138,7 @@ class _Link:
                 # No args -> None, so a literal % in a statement is not taken for a placeholder.
                 running = cur.execute(statement, args or None)
                 count = await (_bounded(running, provider.timeout + extra_time) if self.bounded else running)
-                rows = list(await cur.fetchall())
+                rows = list(await cur.fetchall()) if cur.description else []  # none for DML
                 kind = _KINDS.get(statement) or _kind(statement)
                 provider.statements[kind] += 1
                 provider.observer.statement(kind, time.perf_counter() - started)

@@ -27,7 +27,9 @@ def check_value(key: object, value: Any) -> None:
     """Raise ``TypeError`` naming ``key`` (and the path inside it) if ``value`` can't be stored."""
     if type(key) is not str:
         raise TypeError(f"session keys must be str, not {type(key).__name__}: {key!r}")
-    if _storable_text(key) and _storable(value, 0):
+    if (key.isascii() or _storable_text(key)) and (
+        (type(value) is str and value.isascii()) or _storable(value, 0)
+    ):
         return
     # Slow path, only for a value being refused: walk again, building the path for the message.
     _check_text(key, "key " + repr(key))
@@ -109,14 +111,17 @@ def _check(value: Any, path: str, depth: int = 0) -> None:
     )
 
 
-def encode(data: dict[str, Any]) -> bytes:
+def encode(data: dict[str, Any], *, checked: bool = False) -> bytes:
     """Encode a session mapping, checking it again first.
 
     Values were checked when set, but nested ones can since have been changed in place,
     and msgpack would happily pack a dict with int keys that can never be read back.
+    With ``checked`` (the store's own data, every key and value checked when set) only
+    lists and dicts, the values that can change in place, are checked again.
     """
     for key, value in data.items():
-        check_value(key, value)
+        if not checked or type(value) is list or type(value) is dict:
+            check_value(key, value)
     return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
 
 

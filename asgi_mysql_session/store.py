@@ -248,7 +248,7 @@ class SessionStore(MutableMapping[str, Any]):
     # -- persistence -----------------------------------------------------------------
 
     def _encode(self) -> bytes:
-        raw = encode(self._data)
+        raw = encode(self._data, checked=True)
         if len(raw) > self._provider.max_size:
             raise SessionTooLargeError(
                 f"session is {len(raw)} bytes encoded, over max_size={self._provider.max_size}; "
