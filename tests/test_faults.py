@@ -240,6 +240,29 @@ async def test_a_stalled_read_times_out_with_backend_error_and_its_connection_is
     assert stalled_conn not in pool._free and stalled_conn not in pool._used
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
+async def test_a_timed_out_statement_takes_back_its_own_cancellation(
+    provider: MySQLSessionProvider, proxy: FaultProxy
+) -> None:
+    sid = await make_session(provider, a=1)
+    task = asyncio.current_task()
+    assert task is not None
+    async with asyncio.timeout(BOUND):  # an enclosing deadline of the caller's, far away
+        proxy.stall_reads(True)
+        with pytest.raises(SessionBackendError, match="did not answer within 1s"):
+            await provider.read(sid)
+        assert task.cancelling() == 0  # nothing left to cancel the caller's next await
+        proxy.heal()
+        assert dict(await provider.read(sid)) == {"a": 1}
+    assert_no_connection_checked_out(provider)
+
+
+async def test_the_deadline_timer_stops_once_nothing_is_in_flight(provider: MySQLSessionProvider) -> None:
+    await works(provider)
+    # One timer serves every statement while any is in flight; an idle provider has none.
+    await eventually(lambda: provider._watchdog._timer is None, "the deadline timer stopped")
+
+
 async def test_cancelling_a_read_mid_statement_leaves_nothing_checked_out(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:

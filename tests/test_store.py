@@ -581,6 +581,26 @@ async def test_regenerate_of_a_new_store_creates_it_under_the_new_id(provider: M
     assert dict(await provider.read(store.session_id)) == {"a": 1}
 
 
+async def test_a_new_store_mints_its_id_only_when_it_is_first_needed(
+    provider: MySQLSessionProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minted: list[str] = []
+    mint = provider.new_session_id
+
+    def counting() -> str:
+        minted.append(mint())
+        return minted[-1]
+
+    monkeypatch.setattr(provider, "new_session_id", counting)
+    store = SessionStore(provider)
+    store["a"] = 1
+    await store.regenerate()  # nothing stored, nothing seen: still nothing to mint
+    assert minted == []
+    assert await store.release() is SaveResult.CREATED
+    assert minted == [store.session_id]
+    assert dict(await provider.read(store.session_id)) == {"a": 1}
+
+
 # -- owners ------------------------------------------------------------------------------
 
 
