@@ -1,0 +1,85 @@
+"""Instructions per request of the bench apps, counted by valgrind (deterministic, unlike time).
+
+    .venv/bin/python bench/instructions.py                       # project and raw, every workload
+    .venv/bin/python bench/instructions.py --apps project --workloads write --concurrency 32
+
+On a shared VM CPU time per request moves by tens of percent from run to run; instruction
+counts do not. Each app's ASGI callable is driven in-process exactly as ``bench/cpu.py`` does
+(no HTTP server), once with N and once with 2N requests under ``valgrind --tool=callgrind``;
+the difference divided by N is what one request costs, start-up and warm-up excluded. It
+needs valgrind (Debian's package) and takes about a minute per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_once() -> None:
+    """Child mode (under valgrind): fill a table, drive one app and workload, drop the table."""
+    import asyncio
+
+    sys.path.insert(0, str(HERE))
+    import cpu
+    from filldb import BenchTable
+
+    app, workload, count, concurrency = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    table_name = f"bench_instr_{app}_{workload}_{count}"
+    os.environ["BENCH_TABLE"] = table_name
+    table = BenchTable(os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"), table_name)
+    table.create()
+    try:
+        ids = table.fill(10_000)  # concurrent writes to one session would be 409s in the raw app
+        args = argparse.Namespace(requests=count, concurrency=concurrency, profile=False, top=0)
+        try:
+            import uvloop
+
+            uvloop.run(cpu.measure(app, workload, ids, [], args))
+        except ImportError:
+            asyncio.run(cpu.measure(app, workload, ids, [], args))
+    finally:
+        table.drop()
+        table.close()
+
+
+def collected(app: str, workload: str, count: int, concurrency: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out",
+            sys.executable, __file__, "--child", app, workload, str(count), str(concurrency),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"{app} {workload}: the run failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        run_once()
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--apps", default="project,raw")
+    p.add_argument("--workloads", default="read,write,login,skip")
+    p.add_argument("--requests", type=int, default=2000, help="N: runs of N and 2N requests")
+    p.add_argument("--concurrency", type=int, default=10)
+    args = p.parse_args()
+    for workload in args.workloads.split(","):
+        for app in args.apps.split(","):
+            small = collected(app, workload, args.requests, args.concurrency)
+            big = collected(app, workload, 2 * args.requests, args.concurrency)
+            per_request = (big - small) // args.requests
+            print(f"{workload:<6} {app:<8} {per_request:>10,} instructions/request", flush=True)
+
+
+if __name__ == "__main__":
+    main()
