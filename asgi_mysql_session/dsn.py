@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import SessionConfigError
@@ -21,6 +22,23 @@ class DSN:
     connect_timeout: float = 5.0
     timeout: float | None = None
     pool_recycle: int = 3600
+
+    def pymysql_args(self) -> dict[str, Any]:
+        """Where to connect and as whom, as ``pymysql.connect`` takes it.
+
+        For the synchronous side doors beside the provider (scripts, the bench, tests), so
+        that every one of them reads a DSN the way the provider does.
+        """
+        args: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+        }
+        if self.unix_socket:
+            args["unix_socket"] = self.unix_socket
+        return args
 
     def redacted(self) -> str:
         """For messages and logs: never the password."""

@@ -15,12 +15,12 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import itsdangerous
 import pymysql
 
 from asgi_mysql_session import sql
+from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.serializer import encode
 
 INSERT = (
@@ -32,16 +32,8 @@ LIFETIME = 86400
 
 
 def connect(url: str) -> pymysql.Connection:  # type: ignore[type-arg]
-    parts = urlsplit(url)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=unquote(parts.path.lstrip("/")),
-        autocommit=True,
-        max_allowed_packet=64 * 1024 * 1024,
-    )
+    args = parse_dsn(url).pymysql_args()
+    return pymysql.connect(**args, autocommit=True, max_allowed_packet=64 * 1024 * 1024)
 
 
 class BenchTable:

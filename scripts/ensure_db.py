@@ -13,11 +13,13 @@ import shutil
 import subprocess
 import sys
 import time
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 
+from asgi_mysql_session.dsn import parse_dsn
+
 URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+TARGET = parse_dsn(URL)
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -25,22 +27,17 @@ def say(message: str) -> None:
     print(f"ensure_db: {message}", flush=True)
 
 
-def connect(url: str, with_db: bool = True) -> pymysql.Connection:  # type: ignore[type-arg]
-    parts = urlsplit(url)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=unquote(parts.path.lstrip("/")) if with_db else None,
-        connect_timeout=3,
-    )
+def connect(with_db: bool = True) -> pymysql.Connection:  # type: ignore[type-arg]
+    args = TARGET.pymysql_args()
+    if not with_db:
+        args["database"] = None
+    return pymysql.connect(**args, connect_timeout=3)
 
 
 def probe() -> int | None:
     """None when the DSN works; otherwise the MySQL error code (2003 = nothing listening)."""
     try:
-        connect(URL).close()
+        connect().close()
         return None
     except pymysql.err.MySQLError as exc:
         return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 2003
@@ -66,7 +63,7 @@ def start_local_server() -> None:
 
 def open_root_access() -> None:
     """A fresh Debian install lets root in only over the socket: allow TCP with no password."""
-    database = unquote(urlsplit(URL).path.lstrip("/")) or "test"
+    database = TARGET.database
     statements = (
         "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket"
         " OR mysql_native_password USING PASSWORD('');"
@@ -76,7 +73,7 @@ def open_root_access() -> None:
 
 
 def main() -> None:
-    host = urlsplit(URL).hostname or "127.0.0.1"
+    host = TARGET.host
     code = probe()
     if code is None:
         say(f"server answers at {host}")
@@ -92,9 +89,9 @@ def main() -> None:
                 break
             time.sleep(0.5)
     if code == 1049:  # the server answers but the database is missing
-        conn = connect(URL, with_db=False)
+        conn = connect(with_db=False)
         with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{unquote(urlsplit(URL).path.lstrip('/'))}`")
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{TARGET.database}`")
         conn.close()
         code = probe()
     if code in (1045, 1698) and os.geteuid() == 0 and shutil.which("mariadb"):

@@ -6,12 +6,12 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 import pytest
 
 from asgi_mysql_session import MySQLSessionProvider, SaveResult
+from asgi_mysql_session.dsn import parse_dsn
 
 MYSQL_URL = os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 
@@ -30,15 +30,7 @@ class FakeClock:
 
 
 def admin_connection() -> pymysql.Connection:  # type: ignore[type-arg]
-    parts = urlsplit(MYSQL_URL)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=unquote(parts.path.lstrip("/")),
-        autocommit=True,
-    )
+    return pymysql.connect(**parse_dsn(MYSQL_URL).pymysql_args(), autocommit=True)
 
 
 class Database:

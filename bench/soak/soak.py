@@ -48,7 +48,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import msgpack
 import pymysql
@@ -58,6 +58,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asgi_mysql_session import sql as session_sql  # noqa: E402
+from asgi_mysql_session.dsn import parse_dsn  # noqa: E402
 from asgi_mysql_session.ids import hash_id  # noqa: E402
 
 COOKIE = "session"
@@ -227,17 +228,8 @@ def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
 
 
 def admin_connection(url: str) -> pymysql.Connection:
-    parts = urlsplit(url)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=unquote(parts.path.lstrip("/")),
-        autocommit=True,
-        connect_timeout=5,
-        read_timeout=30,
-    )
+    args = parse_dsn(url).pymysql_args()
+    return pymysql.connect(**args, autocommit=True, connect_timeout=5, read_timeout=30)
 
 
 def proxy_dsn(url: str, port: int, args: argparse.Namespace) -> str:
