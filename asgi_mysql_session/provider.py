@@ -475,9 +475,7 @@ class MySQLSessionProvider:
                 raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
             link = _Link(conn, self, False)
             return await link.execute(statement, args)
-        except asyncio.CancelledError as exc:
-            if link is not None:
-                link.broken = True  # cancelled mid-statement: the connection state is unknown
+        except asyncio.CancelledError as exc:  # link.execute marked its connection broken
             if watchdog.expired(token):
                 raise self._failed(
                     f"the database did not answer within {self.timeout:g}s "
