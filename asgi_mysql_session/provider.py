@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from threading import get_ident
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -243,6 +244,7 @@ class MySQLSessionProvider:
         self._opened = False
         self._open_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread running _loop
         self._sweeper: ExpirySweeper | None = None
         #: One lock per session and process, so concurrent saves queue instead of starving.
         self.save_locks = KeyedLocks()
@@ -276,6 +278,7 @@ class MySQLSessionProvider:
             if self._opened:
                 return
             self._loop = asyncio.get_running_loop()
+            self._thread = get_ident()
             if self._pool is None:
                 self._pool = await self._create_pool()
             try:
@@ -462,11 +465,17 @@ class MySQLSessionProvider:
             async with held.shared:  # the handler may run statements from several tasks
                 return await held.execute(statement, args)
         pool = self._pool
-        loop = asyncio.get_running_loop()
-        if pool is None or (self._loop is not None and self._loop is not loop):
+        # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call,
+        # twice per statement with the pool's. The opened loop's current task is this
+        # task only when that loop runs this code; otherwise take the checked, slow way.
+        loop = self._loop
+        task = asyncio.current_task(loop) if loop is not None and self._thread == get_ident() else None
+        if loop is None or task is None or pool is None:
             self._check_usable()
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
         watchdog = self._watchdog
-        token = watchdog.arm(loop, self.timeout)
+        token = watchdog.arm(loop, self.timeout, task)
         link: _Link | None = None
         try:
             try:

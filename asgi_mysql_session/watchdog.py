@@ -43,12 +43,13 @@ class Watchdog:
         self._fired: set[Task] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> Task | None:
-        """Bound the current task by ``seconds``; returns the token for the other methods.
+    def arm(self, loop: asyncio.AbstractEventLoop, seconds: float, task: Task | None = None) -> Task | None:
+        """Bound ``task`` (default: the current one) by ``seconds``; returns the token for the others.
 
         None if the task is already bounded (its outer deadline then stands).
         """
-        task = asyncio.current_task(loop)
+        if task is None:
+            task = asyncio.current_task(loop)
         if task is None or task in self._deadlines:
             return None
         now = loop.time()

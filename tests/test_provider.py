@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -241,3 +242,52 @@ async def test_a_shared_pool_without_found_rows_is_refused(table: str) -> None:
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+def test_a_provider_used_on_another_loop_is_refused_clearly(table: str) -> None:
+    provider = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, gc_interval=None)
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first.run_until_complete(provider.open())
+        with pytest.raises(SessionError, match="another event loop"):
+            second.run_until_complete(provider.all())
+        assert first.run_until_complete(provider.all()) == 0  # still fine on its own loop
+        first.run_until_complete(provider.close())
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_a_provider_used_from_another_thread_while_its_loop_runs_is_refused(
+    provider: MySQLSessionProvider,
+) -> None:
+    def elsewhere() -> BaseException | None:
+        try:
+            asyncio.run(provider.all())
+        except BaseException as exc:
+            return exc
+        return None
+
+    error = await asyncio.to_thread(elsewhere)
+    assert isinstance(error, SessionError) and "another event loop" in str(error)
+
+
+async def test_statements_do_not_ask_asyncio_for_the_running_loop(
+    provider: MySQLSessionProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 ``asyncio.get_running_loop()`` is a getpid() system call."""
+    sid = await make_session(provider, user="ada")
+    calls = 0
+    real = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        nonlocal calls
+        calls += 1
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counted)
+    store = await provider.read(sid)
+    store["n"] = 1
+    await store.release()
+    assert provider.statements["update"] == 1
+    assert calls == 0
