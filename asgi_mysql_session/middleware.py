@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 from .errors import (
@@ -317,12 +318,11 @@ class SessionMiddleware:
         if store.accessed or added:
             headers.append((b"vary", b"Cookie" if self.header_name is None else self.header_name))
         if added:
-            headers.extend(added)
-            for name, _ in headers:
-                if name.lower() == b"cache-control":
-                    break
-            else:
+            # An id must not be cached for other users, unless the app chose its own policy.
+            names = b"\0".join(map(itemgetter(0), headers)).lower()  # C calls, not a Python loop
+            if b"\0cache-control\0" not in b"\0" + names + b"\0":
                 headers.append((b"cache-control", b"no-store"))
+            headers.extend(added)
         message["headers"] = headers
         return None
 

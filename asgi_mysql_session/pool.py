@@ -20,13 +20,17 @@ from aiomysql import Connection
 
 
 def _healthy(conn: Any, recycle: float, now: float) -> bool:
-    """A pooled connection the server closed, or that is older than ``recycle``, is dropped."""
+    """A pooled connection the server closed, or that is older than ``recycle``, is dropped.
+
+    Every checkout runs this, so it reads the fields behind ``closed``, ``at_eof()``,
+    aiomysql's ``eof_received`` and ``exception()`` directly instead of calling five
+    Python-level accessors. ``feed_eof()`` sets ``_eof`` even when MySQL 8 left an error
+    packet in the buffer before closing (``at_eof()`` alone would miss that).
+    """
     reader = conn._reader
-    if conn.closed or reader is None or reader.at_eof() or reader.exception() is not None:
+    if conn._writer is None or reader is None or reader._eof or reader._exception is not None:
         return False
-    if getattr(reader, "eof_received", False):  # MySQL 8 sends an error packet, then closes
-        return False
-    return recycle < 0 or now - conn.last_usage <= recycle
+    return recycle < 0 or now - conn._last_usage <= recycle
 
 
 class ConnectionPool:

@@ -94,6 +94,7 @@ class OwnedSession:
 
 
 _KINDS: dict[str, str] = {}
+_UNTIMED = SessionObserver.statement
 
 
 def _kind(statement: str) -> str:
@@ -132,9 +133,11 @@ class _Link:
         ``extra_time`` widens the deadline for statements that wait server-side (GET_LOCK).
         """
         provider = self.provider
+        observer = provider.observer
+        timed = type(observer).statement is not _UNTIMED  # the default observer ignores timings
         for attempt in range(_STATEMENT_RETRIES):
             try:
-                started = time.perf_counter()
+                started = time.perf_counter() if timed else 0.0
                 cur = await self.conn.cursor()
                 # No args -> None, so a literal % in a statement is not taken for a placeholder.
                 running = cur.execute(statement, args or None)
@@ -142,7 +145,8 @@ class _Link:
                 rows = list(await cur.fetchall()) if cur.description else []  # none for DML
                 kind = _KINDS.get(statement) or _kind(statement)
                 provider.statements[kind] += 1
-                provider.observer.statement(kind, time.perf_counter() - started)
+                if timed:
+                    observer.statement(kind, time.perf_counter() - started)
                 return int(count), rows
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 self.broken = True

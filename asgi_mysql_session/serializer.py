@@ -21,6 +21,13 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _SCALARS = (bytes, float, bool, type(None))
 _DECODED_FLAT = frozenset((str, int, bytes, float, bool, type(None)))
+_STR = frozenset((str,))
+_CONTAINERS = frozenset((list, dict))
+
+
+def holds_containers(data: dict[str, Any]) -> bool:
+    """True if a value may have changed in place since it was set (a list or a dict)."""
+    return not _CONTAINERS.isdisjoint(map(type, data.values()))
 
 
 def check_value(key: object, value: Any) -> None:
@@ -119,9 +126,10 @@ def encode(data: dict[str, Any], *, checked: bool = False) -> bytes:
     With ``checked`` (the store's own data, every key and value checked when set) only
     lists and dicts, the values that can change in place, are checked again.
     """
-    for key, value in data.items():
-        if not checked or type(value) is list or type(value) is dict:
-            check_value(key, value)
+    if not checked or holds_containers(data):
+        for key, value in data.items():
+            if not checked or type(value) is list or type(value) is dict:
+                check_value(key, value)
     return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
 
 
@@ -137,7 +145,10 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise SessionDecodeError("stored session data is not a map")
     # Rows written by something else may hold what msgpack decodes but we never store
     # (ext types, bytes keys, absurd nesting): refuse them here, not on every later save.
-    # Decoded str is valid UTF-8 and decoded ints are in range, so flat values need no walk.
+    # Decoded str is valid UTF-8 and decoded ints are in range, so flat values need no walk
+    # (checked by set operations in C: this runs on every read).
+    if _STR.issuperset(map(type, data)) and _DECODED_FLAT.issuperset(map(type, data.values())):
+        return data
     for key, value in data.items():
         if type(key) is not str or type(value) not in _DECODED_FLAT:
             try:

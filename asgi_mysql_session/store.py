@@ -25,7 +25,7 @@ import msgpack
 
 from .errors import SessionConflictError, SessionError, SessionInterrupted, SessionTooLargeError
 from .ids import hash_id, log_id
-from .serializer import check_value, decode, encode
+from .serializer import check_value, decode, encode, holds_containers
 
 if TYPE_CHECKING:
     from .provider import MySQLSessionProvider, Row
@@ -260,7 +260,7 @@ class SessionStore(MutableMapping[str, Any]):
         """Write what changed, in one statement when nobody else wrote meanwhile."""
         result = await self._release()
         if result is not SaveResult.NOTHING:
-            self._provider.observer.session_saved(result.value)
+            self._provider.observer.session_saved(result._value_)  # not .value: a slow property
         return result
 
     async def _release(self) -> SaveResult:
@@ -282,7 +282,7 @@ class SessionStore(MutableMapping[str, Any]):
             self._modified = False
             return SaveResult.CREATED
         # Unmodified data can only have changed in place, inside a list or dict.
-        if self._modified or (self.accessed and _holds_containers(self._data)):
+        if self._modified or (self.accessed and holds_containers(self._data)):
             if not self._data:
                 await provider.delete(self.key_hash)
                 return self._forget()
@@ -307,7 +307,8 @@ class SessionStore(MutableMapping[str, Any]):
         # try: newcomers would otherwise keep beating a merging writer), so heavy
         # contention cannot starve anyone; each turn merges onto the latest row.
         locks = provider.save_locks
-        await locks.acquire(key)
+        if not locks.try_acquire(key):
+            await locks.acquire(key)
         try:
             if await self._update(raw):  # the common case: nobody wrote meanwhile
                 return SaveResult.UPDATED
@@ -403,13 +404,6 @@ class SessionStore(MutableMapping[str, Any]):
             self._forget()
             raise SessionInterrupted("the session ended before it could be given a new id")
         self._sid, self._key = new_sid, new_key
-
-
-def _holds_containers(data: dict[str, Any]) -> bool:
-    for value in data.values():  # noqa: SIM110 - a loop is cheaper than any() over a generator
-        if type(value) is list or type(value) is dict:
-            return True
-    return False
 
 
 def _packed(value: Any) -> bytes:

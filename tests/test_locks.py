@@ -19,6 +19,20 @@ async def test_a_free_key_is_taken_without_waiting_and_forgotten_on_release() ->
     assert len(locks) == 0
 
 
+async def test_try_acquire_takes_a_free_key_and_refuses_a_held_one_without_queueing() -> None:
+    locks = KeyedLocks()
+    assert locks.try_acquire("a")
+    assert not locks.try_acquire("a")
+    waiter = asyncio.ensure_future(locks.acquire("a"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    locks.release("a")  # handed to the waiter, not freed
+    await asyncio.wait_for(waiter, BOUND)
+    assert not locks.try_acquire("a")
+    locks.release("a")
+    assert len(locks) == 0
+
+
 async def test_different_keys_do_not_wait_for_each_other() -> None:
     locks = KeyedLocks()
     await locks.acquire("a")

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 from http.cookies import SimpleCookie
+from typing import Any
 
 import httpx
 import pytest
@@ -275,6 +276,19 @@ async def test_app_cache_control_is_kept(provider: MySQLSessionProvider) -> None
     async with client(make_app(provider)) as http:
         response = await http.get("/cached")
     assert response.headers.get_list("cache-control") == ["private, max-age=5"]
+
+
+async def test_app_cache_control_in_any_case_is_kept(provider: MySQLSessionProvider) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope["session"]["user"] = "ada"
+        headers = [(b"content-length", b"2"), (b"Cache-Control", b"private")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with client(SessionMiddleware(app, provider=provider)) as http:  # type: ignore[arg-type]
+        response = await http.get("/")
+    assert "session=" in response.headers["set-cookie"]
+    assert response.headers.get_list("cache-control") == ["private"]
 
 
 # -- rolling expiry -----------------------------------------------------------------------------

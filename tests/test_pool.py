@@ -138,3 +138,17 @@ async def test_an_attempt_abandoned_in_the_handshake_is_closed_and_frees_its_pla
         conn = await asyncio.wait_for(silent.acquire(), 10)  # the place is free again
         silent.release(conn)
         silent.terminate()
+
+
+async def test_a_connection_older_than_recycle_is_replaced(pool: ConnectionPool) -> None:
+    old = await pool.acquire()
+    await (await old.cursor()).execute("SELECT 1")  # stamps its last use
+    pool.release(old)
+    pool._recycle = 0.05
+    await asyncio.sleep(0.1)
+    fresh = await pool.acquire()
+    assert fresh is not old and old.closed and not fresh.closed
+    pool.release(fresh)
+    again = await pool.acquire()  # used just now: kept
+    assert again is fresh
+    pool.release(again)
