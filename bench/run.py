@@ -455,6 +455,7 @@ class Bench:
         self.ids_file = RESULTS / "ids.tmp"
         self.cookies_file = RESULTS / "cookies.tmp"
         self.cells: list[dict[str, Any]] = []
+        self.rounds_served = 0
         cell = config.warmup + config.duration + 1.5
         fill_rate = 50_000.0  # rows/s, corrected once the first fill is timed
         self.fill_rate = fill_rate
@@ -543,6 +544,21 @@ class Bench:
         scale = self.scale() if c.scale_big and "project" in c.apps else None
         return {"matrix": matrix, "sweep": sweep, "scale": scale}
 
+    def fresh_servers(self) -> None:
+        """Start every round with new server processes.
+
+        The same code runs faster or slower in one process than in another (memory layout,
+        where the scheduler puts it and its database threads) and keeps that bias for the
+        process's life: two copies of the raw app, each kept running over 10 rounds, differed
+        by 5-9 %. New processes each round turn that bias into noise the medians absorb.
+        """
+        if self.rounds_served:
+            for server in self.servers.values():
+                server.stop()
+            for server in self.servers.values():
+                server.start()
+        self.rounds_served += 1
+
     def check_apps(self) -> None:
         """Each app answers each workload once, before anything is timed."""
         first = {
@@ -569,6 +585,7 @@ class Bench:
         results: dict[str, dict[str, list[Load]]] = {w: {a: [] for a in c.apps} for w in c.workloads}
         for workload in c.workloads:
             for rnd in range(1, c.rounds + 1):
+                self.fresh_servers()
                 for app in c.apps:
                     cookies = None if workload == "login" else self.cookies_for(app)
                     load = self.measure(
@@ -629,6 +646,7 @@ class Bench:
                 del more
             count = c.scale_small if size == "small" else c.scale_big
             for rnd in range(1, c.rounds + 1):
+                self.fresh_servers()
                 for app in apps:
                     label = f"read  {app:<7} {count:>9,} sessions round {rnd}/{c.rounds}"
                     load = self.measure(app, "/read", file, label)
