@@ -709,7 +709,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "target": f"{workload}: req/s >= 90% of the raw limit",
-                    "measured": f"{pct:.0f}% ({project['rps']:,.0f} vs {raw['rps']:,.0f})",
+                    "measured": f"{pct:.2f}% ({project['rps']:,.0f} vs {raw['rps']:,.0f})",
                     "met": pct >= 90,
                 }
             )
