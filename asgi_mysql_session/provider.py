@@ -134,7 +134,9 @@ class _Link:
         """
         provider = self.provider
         observer = provider.observer
-        timed = type(observer).statement is not _UNTIMED  # the default observer ignores timings
+        # The default hook ignores timings: skip the clock unless it was overridden (by a
+        # subclass, or on the instance itself).
+        timed = getattr(observer.statement, "__func__", None) is not _UNTIMED
         for attempt in range(_STATEMENT_RETRIES):
             try:
                 started = time.perf_counter() if timed else 0.0

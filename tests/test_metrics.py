@@ -101,3 +101,12 @@ async def test_database_errors_are_counted_by_kind(table: str, registry: Collect
     with pytest.raises(Exception, match="cannot connect"):
         await provider.open()
     assert value(registry, "database_errors_total", kind="connection") == 1
+
+
+async def test_a_statement_hook_set_on_the_observer_instance_gets_timings(
+    provider: MySQLSessionProvider,
+) -> None:
+    seen: list[tuple[str, float]] = []
+    provider.observer.statement = lambda kind, seconds: seen.append((kind, seconds))  # type: ignore[method-assign]
+    assert await provider.all() == 0
+    assert [kind for kind, _ in seen] == ["select"] and seen[0][1] >= 0
