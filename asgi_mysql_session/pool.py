@@ -45,13 +45,14 @@ class ConnectionPool:
         self._used: set[Any] = set()
         self._waiters: deque[asyncio.Future[Any]] = deque()
         self._opening = 0
+        self._reserved = 0  # rights to open a connection handed to waiters not yet running
         self._closing = False
         self._reapers: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # connections belong to one loop
 
     @property
     def size(self) -> int:
-        return len(self._free) + len(self._used) + self._opening
+        return len(self._free) + len(self._used) + self._opening + self._reserved
 
     @property
     def freesize(self) -> int:
@@ -95,49 +96,42 @@ class ConnectionPool:
         loop = self._loop
         if loop is None:  # kept: asyncio.get_running_loop() costs a system call on 3.11
             loop = self._loop = asyncio.get_running_loop()
-        while True:
-            while self._free:
-                conn = self._free.pop()  # the most recently used: warm, least likely stale
-                if _healthy(conn, self._recycle, loop.time()):
-                    self._used.add(conn)
-                    return conn
-                conn.close()
-            if self.size < self.maxsize and not self._waiters:
-                try:
-                    conn = await self._open()
-                except BaseException:
-                    self._hand_over(None)  # the capacity it held is free again
-                    raise
+        while self._free:
+            conn = self._free.pop()  # the most recently used: warm, least likely stale
+            if _healthy(conn, self._recycle, loop.time()):
                 self._used.add(conn)
                 return conn
+            conn.close()
+        if self.size >= self.maxsize or self._waiters:
             waiter: asyncio.Future[Any] = loop.create_future()
             self._waiters.append(waiter)
             try:
                 conn = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    handed = waiter.result()
-                    if handed is not None:  # handed over just as we were cancelled
-                        self._used.add(handed)
-                        self.release(handed)
-                    else:
-                        self._hand_over(None)
-                else:
+                if not waiter.done():
                     with contextlib.suppress(ValueError):  # already popped by _hand_over
                         self._waiters.remove(waiter)
+                elif not waiter.cancelled() and waiter.exception() is None:
+                    handed = waiter.result()  # handed over just as we were cancelled: pass it on
+                    if handed is not None:
+                        self.release(handed)
+                    else:
+                        self._reserved -= 1
+                        self._hand_over(None)
                 raise
             if conn is not None:
-                self._used.add(conn)
                 return conn
-            # None: a connection was closed, so there is room to open a new one.
-            if self.size < self.maxsize:
-                try:
-                    conn = await self._open()
-                except BaseException:
-                    self._hand_over(None)
-                    raise
-                self._used.add(conn)
-                return conn
+            # None: a connection was closed and its place was kept for us to open one.
+            self._reserved -= 1
+            if self._closing:
+                raise RuntimeError("the connection pool is closed")
+        try:
+            conn = await self._open()
+        except BaseException:
+            self._hand_over(None)  # the place it held is free again
+            raise
+        self._used.add(conn)
+        return conn
 
     def release(self, conn: Any) -> None:
         """Give a connection back; a closed one frees its place for the next waiter."""
@@ -150,10 +144,19 @@ class ConnectionPool:
             self._free.append(conn)
 
     def _hand_over(self, conn: Any) -> bool:
-        """Give ``conn`` (or, with None, the right to open one) to the oldest waiter."""
+        """Give ``conn`` (or, with None, the right to open one) to the oldest waiter.
+
+        The place stays counted in ``size`` until the waiter runs (a connection counts as in
+        use, a right to open one as reserved): otherwise a newcomer in the same turn of the
+        loop would find room and open one connection more than ``maxsize``.
+        """
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                if conn is None:
+                    self._reserved += 1
+                else:
+                    self._used.add(conn)
                 waiter.set_result(conn)
                 return True
         return False

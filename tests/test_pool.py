@@ -49,6 +49,82 @@ async def test_never_more_than_maxsize_connections(pool: ConnectionPool) -> None
     assert pool.size == 2 and pool.freesize == 2
 
 
+async def test_a_connection_handed_to_a_waiter_still_counts_toward_maxsize(pool: ConnectionPool) -> None:
+    first, second = await pool.acquire(), await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    newcomer = asyncio.create_task(pool.acquire())  # runs before the waiter wakes up
+    pool.release(first)  # handed to the waiter
+    assert pool.size == 2
+    assert await asyncio.wait_for(waiting, 5) is first
+    await asyncio.sleep(0.05)
+    assert not newcomer.done() and pool.size == 2  # it queued: no third connection
+    pool.release(second)
+    assert await asyncio.wait_for(newcomer, 5) is second
+    pool.release(first)
+    pool.release(second)
+    assert pool.size == pool.freesize == 2
+
+
+async def test_a_place_kept_for_a_waiter_to_open_still_counts_toward_maxsize(pool: ConnectionPool) -> None:
+    first, second = await pool.acquire(), await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    newcomer = asyncio.create_task(pool.acquire())
+    first.close()
+    pool.release(first)  # broken: its place goes to the waiter, which opens a fresh one
+    assert pool.size == 2
+    fresh = await asyncio.wait_for(waiting, 5)
+    await asyncio.sleep(0.05)
+    assert not newcomer.done() and pool.size == 2
+    pool.release(fresh)
+    assert await asyncio.wait_for(newcomer, 5) is fresh
+    pool.release(fresh)
+    pool.release(second)
+    assert pool.size == pool.freesize == 2
+
+
+async def test_a_place_kept_for_a_cancelled_waiter_passes_to_the_next(pool: ConnectionPool) -> None:
+    first, second = await pool.acquire(), await pool.acquire()
+    cancelled = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    next_in_line = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    first.close()
+    pool.release(first)  # the right to open one goes to the first waiter...
+    cancelled.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    fresh = await asyncio.wait_for(next_in_line, 5)
+    assert not fresh.closed and pool.size == 2
+    pool.release(fresh)
+    pool.release(second)
+    assert pool.size == pool.freesize == 2
+
+
+async def test_churn_never_opens_more_than_maxsize(pool: ConnectionPool) -> None:
+    opened = 0
+    real_open = pool._open
+
+    async def counting_open() -> object:
+        nonlocal opened
+        opened += 1
+        return await real_open()
+
+    pool._open = counting_open  # type: ignore[method-assign]
+
+    async def user() -> None:
+        for _ in range(20):
+            conn = await pool.acquire()
+            await asyncio.sleep(0)
+            pool.release(conn)
+
+    # One user more than connections: a release often empties the queue of waiters.
+    await asyncio.wait_for(asyncio.gather(*(user() for _ in range(3))), 30)
+    assert opened <= 1  # the fixture opened one; at most one more may ever be opened
+    assert pool.size == pool.freesize == 2
+
+
 async def test_waiters_are_served_first_come_first_served(pool: ConnectionPool) -> None:
     held = [await pool.acquire(), await pool.acquire()]
     order: list[int] = []
