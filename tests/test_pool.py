@@ -228,3 +228,12 @@ async def test_a_connection_older_than_recycle_is_replaced(pool: ConnectionPool)
     again = await pool.acquire()  # used just now: kept
     assert again is fresh
     pool.release(again)
+
+
+async def test_a_statement_marks_its_connection_as_just_used(provider: MySQLSessionProvider) -> None:
+    pool = provider._pool
+    conn = pool._free[-1]  # the one the next statement takes
+    conn._last_usage -= 1000  # idle for a while, but within pool_recycle (3600 s)
+    await provider.exist(provider.new_session_id())
+    assert pool._free[-1] is conn
+    assert asyncio.get_running_loop().time() - conn._last_usage < 5  # its idle time starts anew
