@@ -110,11 +110,11 @@ def children_cpu() -> float:
 class Server:
     """One uvicorn process serving one of bench/apps, with the same flags for every app."""
 
-    def __init__(self, name: str, port: int, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, port: int, env: dict[str, str], log_dir: Path, tag: str = "") -> None:
         self.name = name
         self.port = port
         self.env = env
-        self.log_path = log_dir / f"server-{name}.log.tmp"
+        self.log_path = log_dir / f"server-{name}{tag}.log.tmp"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -442,7 +442,7 @@ class Bench:
         RESULTS.mkdir(exist_ok=True)
         self.table = BenchTable(config.url, config.table)
         self.driver = Driver(wrk, config.connections, config.threads, self.table)
-        env = dict(
+        self.env = env = dict(
             os.environ,
             BENCH_MYSQL_URL=config.url,
             BENCH_TABLE=config.table,
@@ -452,6 +452,9 @@ class Bench:
         self.servers = {
             name: Server(name, config.port + i, env, RESULTS) for i, name in enumerate(config.apps)
         }
+        #: The scale scenario's servers on the big table (started only for that scenario).
+        self.big_table = BenchTable(config.url, f"{config.table}_big")
+        self.big_servers: dict[str, Server] = {}
         self.ids_file = RESULTS / "ids.tmp"
         self.cookies_file = RESULTS / "cookies.tmp"
         self.cells: list[dict[str, Any]] = []
@@ -469,7 +472,7 @@ class Bench:
     def cookies_for(self, app: str) -> Path:
         return self.cookies_file if app == "cookie" else self.ids_file
 
-    def fill(self, count: int, label: str, **kwargs: Any) -> list[str]:
+    def fill(self, count: int, label: str, table: BenchTable | None = None, **kwargs: Any) -> list[str]:
         started = time.monotonic()
         last = [0.0]
 
@@ -481,7 +484,7 @@ class Bench:
                 Progress.shown = True
 
         self.progress.step(f"fill: {label} ({count:,} rows)", count / self.fill_rate)
-        ids = self.table.fill(count, progress=progress, **kwargs)
+        ids = (table or self.table).fill(count, progress=progress, **kwargs)
         took = time.monotonic() - started
         if count >= 10_000:
             self.fill_rate = count / took
@@ -489,10 +492,16 @@ class Bench:
         return ids
 
     def measure(
-        self, app: str, path: str, cookies: Path | None, label: str, seconds: float | None = None
+        self,
+        app: str,
+        path: str,
+        cookies: Path | None,
+        label: str,
+        seconds: float | None = None,
+        server: Server | None = None,
     ) -> Load:
         """Warm up, then measure; a run disturbed by other processes is repeated (best kept)."""
-        server = self.servers[app]
+        server = server or self.servers[app]
         seconds = seconds or self.config.duration
         best: Load | None = None
         for attempt in range(1, self.config.retries + 2):
@@ -515,7 +524,7 @@ class Bench:
     def wait_quiet(self) -> float:
         """Wait (up to --quiet-wait s) until other processes leave the CPUs nearly idle."""
         started = time.monotonic()
-        ours = [s.pid for s in self.servers.values()]
+        ours = [s.pid for s in (*self.servers.values(), *self.big_servers.values())]
         while True:
             busy0, cpu0 = machine_busy(), sum(proc_cpu(p) for p in ours)
             time.sleep(0.5)
@@ -553,9 +562,10 @@ class Bench:
         by 5-9 %. New processes each round turn that bias into noise the medians absorb.
         """
         if self.rounds_served:
-            for server in self.servers.values():
+            servers = [*self.servers.values(), *self.big_servers.values()]
+            for server in servers:
                 server.stop()
-            for server in self.servers.values():
+            for server in servers:
                 server.start()
         self.rounds_served += 1
 
@@ -631,40 +641,51 @@ class Bench:
         }
 
     def scale(self) -> dict[str, Any]:
+        """Read from a table of ``scale_small`` sessions and from one of ``scale_big``, in turns.
+
+        Both tables exist side by side, each served by its own processes, and every round
+        measures both: the machine's speed drifts over minutes, and measuring all small
+        rounds before all big ones would count that drift as the table's size.
+        """
         c = self.config
         apps = [a for a in ("project", "raw") if a in c.apps]
-        say(f"\nscale: read with {c.scale_small:,} vs {c.scale_big:,} live sessions")
+        say(f"\nscale: read with {c.scale_small:,} vs {c.scale_big:,} live sessions, in turns")
         self.table.truncate()
-        small_file, big_file = RESULTS / "ids-small.tmp", RESULTS / "ids-big.tmp"
-        small = self.fill(c.scale_small, "live sessions", ids_file=small_file)
-        out: dict[str, Any] = {"small": c.scale_small, "big": c.scale_big, "apps": {}}
+        files = {"small": RESULTS / "ids-small.tmp", "big": RESULTS / "ids-big.tmp"}
+        self.fill(c.scale_small, "live sessions, small table", ids_file=files["small"])
+        self.big_table.create()
+        self.fill(c.scale_big, "live sessions, big table", table=self.big_table, ids_file=files["big"])
+        env = dict(self.env, BENCH_TABLE=self.big_table.table)
+        port = c.port + len(self.servers)
+        self.big_servers = {app: Server(app, port + i, env, RESULTS, "-big") for i, app in enumerate(apps)}
+        for server in self.big_servers.values():
+            server.start()
+        servers = {"small": self.servers, "big": self.big_servers}
+        counts = {"small": c.scale_small, "big": c.scale_big}
         loads: dict[str, dict[str, list[Load]]] = {a: {"small": [], "big": []} for a in apps}
-        for size, file in (("small", small_file), ("big", big_file)):
-            if size == "big":
-                more = self.fill(c.scale_big - c.scale_small, "more live sessions")
-                big_file.write_text("\n".join(small + more) + "\n")
-                del more
-            count = c.scale_small if size == "small" else c.scale_big
-            for rnd in range(1, c.rounds + 1):
-                self.fresh_servers()
-                for app in apps:
-                    label = f"read  {app:<7} {count:>9,} sessions round {rnd}/{c.rounds}"
-                    load = self.measure(app, "/read", file, label)
-                    loads[app][size].append(load)
+        for rnd in range(1, c.rounds + 1):
+            self.fresh_servers()
+            for app in apps:
+                for size in ("small", "big") if rnd % 2 else ("big", "small"):
+                    label = f"read  {app:<7} {counts[size]:>9,} sessions round {rnd}/{c.rounds}"
+                    server = servers[size][app]
+                    loads[app][size].append(self.measure(app, "/read", files[size], label, server=server))
+        out: dict[str, Any] = {"small": c.scale_small, "big": c.scale_big, "interleaved": True, "apps": {}}
         for app in apps:
             s, b = summarize(loads[app]["small"]), summarize(loads[app]["big"])
             out["apps"][app] = {"small": s, "big": b, "ratio": round(b["rps"] / s["rps"], 3)}
         return out
 
     def close(self) -> None:
-        for server in self.servers.values():
+        for server in (*self.servers.values(), *self.big_servers.values()):
             server.stop()
-        with contextlib.suppress(Exception):
-            self.table.drop()
-        self.table.close()
+        for table in (self.table, self.big_table):
+            with contextlib.suppress(Exception):
+                table.drop()
+            table.close()
         for tmp in ("ids.tmp", "cookies.tmp", "ids-small.tmp", "ids-big.tmp"):
             (RESULTS / tmp).unlink(missing_ok=True)
-        for server in self.servers.values():  # a start failure has already printed it
+        for server in (*self.servers.values(), *self.big_servers.values()):  # failures were printed
             server.log_path.unlink(missing_ok=True)
 
 

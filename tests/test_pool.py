@@ -49,37 +49,25 @@ async def test_never_more_than_maxsize_connections(pool: ConnectionPool) -> None
     assert pool.size == 2 and pool.freesize == 2
 
 
-async def test_a_connection_handed_to_a_waiter_still_counts_toward_maxsize(pool: ConnectionPool) -> None:
+@pytest.mark.parametrize("broken", [False, True], ids=["a connection", "a place to open one"])
+async def test_what_is_handed_to_a_waiter_still_counts_toward_maxsize(
+    pool: ConnectionPool, broken: bool
+) -> None:
     first, second = await pool.acquire(), await pool.acquire()
     waiting = asyncio.create_task(pool.acquire())
     await asyncio.sleep(0)
     newcomer = asyncio.create_task(pool.acquire())  # runs before the waiter wakes up
-    pool.release(first)  # handed to the waiter
+    if broken:
+        first.close()  # its place goes to the waiter, which opens a fresh connection
+    pool.release(first)
     assert pool.size == 2
-    assert await asyncio.wait_for(waiting, 5) is first
+    got = await asyncio.wait_for(waiting, 5)
+    assert (got is not first) if broken else (got is first)
     await asyncio.sleep(0.05)
     assert not newcomer.done() and pool.size == 2  # it queued: no third connection
-    pool.release(second)
-    assert await asyncio.wait_for(newcomer, 5) is second
-    pool.release(first)
-    pool.release(second)
-    assert pool.size == pool.freesize == 2
-
-
-async def test_a_place_kept_for_a_waiter_to_open_still_counts_toward_maxsize(pool: ConnectionPool) -> None:
-    first, second = await pool.acquire(), await pool.acquire()
-    waiting = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
-    newcomer = asyncio.create_task(pool.acquire())
-    first.close()
-    pool.release(first)  # broken: its place goes to the waiter, which opens a fresh one
-    assert pool.size == 2
-    fresh = await asyncio.wait_for(waiting, 5)
-    await asyncio.sleep(0.05)
-    assert not newcomer.done() and pool.size == 2
-    pool.release(fresh)
-    assert await asyncio.wait_for(newcomer, 5) is fresh
-    pool.release(fresh)
+    pool.release(got)
+    assert await asyncio.wait_for(newcomer, 5) is got
+    pool.release(got)
     pool.release(second)
     assert pool.size == pool.freesize == 2
 
