@@ -452,8 +452,8 @@ class Bench:
         self.servers = {
             name: Server(name, config.port + i, env, RESULTS) for i, name in enumerate(config.apps)
         }
-        #: The scale scenario's servers on the big table (started only for that scenario).
-        self.big_table = BenchTable(config.url, f"{config.table}_big")
+        #: The scale scenario's big table and its servers (made only for that scenario).
+        self.big_table: BenchTable | None = None
         self.big_servers: dict[str, Server] = {}
         self.ids_file = RESULTS / "ids.tmp"
         self.cookies_file = RESULTS / "cookies.tmp"
@@ -524,7 +524,7 @@ class Bench:
     def wait_quiet(self) -> float:
         """Wait (up to --quiet-wait s) until other processes leave the CPUs nearly idle."""
         started = time.monotonic()
-        ours = [s.pid for s in (*self.servers.values(), *self.big_servers.values())]
+        ours = [s.pid for s in self.all_servers()]
         while True:
             busy0, cpu0 = machine_busy(), sum(proc_cpu(p) for p in ours)
             time.sleep(0.5)
@@ -553,6 +553,9 @@ class Bench:
         scale = self.scale() if c.scale_big and "project" in c.apps else None
         return {"matrix": matrix, "sweep": sweep, "scale": scale}
 
+    def all_servers(self) -> list[Server]:
+        return [*self.servers.values(), *self.big_servers.values()]
+
     def fresh_servers(self) -> None:
         """Start every round with new server processes.
 
@@ -562,10 +565,9 @@ class Bench:
         by 5-9 %. New processes each round turn that bias into noise the medians absorb.
         """
         if self.rounds_served:
-            servers = [*self.servers.values(), *self.big_servers.values()]
-            for server in servers:
+            for server in self.all_servers():
                 server.stop()
-            for server in servers:
+            for server in self.all_servers():
                 server.start()
         self.rounds_served += 1
 
@@ -653,9 +655,10 @@ class Bench:
         self.table.truncate()
         files = {"small": RESULTS / "ids-small.tmp", "big": RESULTS / "ids-big.tmp"}
         self.fill(c.scale_small, "live sessions, small table", ids_file=files["small"])
-        self.big_table.create()
-        self.fill(c.scale_big, "live sessions, big table", table=self.big_table, ids_file=files["big"])
-        env = dict(self.env, BENCH_TABLE=self.big_table.table)
+        big = self.big_table = BenchTable(c.url, f"{c.table}_big")
+        big.create()
+        self.fill(c.scale_big, "live sessions, big table", table=big, ids_file=files["big"])
+        env = dict(self.env, BENCH_TABLE=big.table)
         port = c.port + len(self.servers)
         self.big_servers = {app: Server(app, port + i, env, RESULTS, "-big") for i, app in enumerate(apps)}
         for server in self.big_servers.values():
@@ -677,15 +680,15 @@ class Bench:
         return out
 
     def close(self) -> None:
-        for server in (*self.servers.values(), *self.big_servers.values()):
+        for server in self.all_servers():
             server.stop()
-        for table in (self.table, self.big_table):
+        for table in filter(None, (self.table, self.big_table)):
             with contextlib.suppress(Exception):
                 table.drop()
             table.close()
         for tmp in ("ids.tmp", "cookies.tmp", "ids-small.tmp", "ids-big.tmp"):
             (RESULTS / tmp).unlink(missing_ok=True)
-        for server in (*self.servers.values(), *self.big_servers.values()):  # failures were printed
+        for server in self.all_servers():  # a start failure has already printed its log
             server.log_path.unlink(missing_ok=True)
 
 
