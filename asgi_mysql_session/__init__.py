@@ -2,6 +2,7 @@
 
 from .dependencies import session_dependency
 from .errors import (
+    InvalidSessionId,
     SessionBackendError,
     SessionConfigError,
     SessionConflictError,
@@ -14,7 +15,7 @@ from .errors import (
     SessionTooLargeError,
 )
 from .gc import ExpirySweeper
-from .ids import new_session_id
+from .ids import is_valid_session_id, new_session_id
 from .metrics import PrometheusObserver, SessionObserver
 from .middleware import SessionMiddleware, load_session, regenerate_session, save_session
 from .provider import MySQLSessionProvider, OwnedSession
@@ -22,6 +23,7 @@ from .store import SaveResult, SessionStore
 
 __all__ = [
     "ExpirySweeper",
+    "InvalidSessionId",
     "MySQLSessionProvider",
     "OwnedSession",
     "PrometheusObserver",
@@ -39,6 +41,7 @@ __all__ = [
     "SessionSchemaError",
     "SessionStore",
     "SessionTooLargeError",
+    "is_valid_session_id",
     "load_session",
     "new_session_id",
     "regenerate_session",

@@ -162,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Delete every expired row now, in batches on the expiry index.",
     )
     gc.add_argument("--batch-size", type=_positive_int, default=1000, help="rows per DELETE (default 1000)")
+    gc.add_argument(
+        "--max-lifetime",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="first bring every live session's deadline down to at most now + SECONDS (apply a "
+        "lowered idle lifetime at once, e.g. after an incident)",
+    )
+    gc.add_argument(
+        "--absolute-lifetime",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="first end every session created more than SECONDS ago (deadline at most creation + SECONDS)",
+    )
 
     stats = commands.add_parser(
         "stats",
@@ -207,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         connect_timeout = parse_dsn(dsn).connect_timeout
         provider = MySQLSessionProvider(dsn, table=args.table, gc_interval=None, timeout=connect_timeout)
+        provider._cli = True  # remedies in messages name this tool's commands
         with warnings.catch_warnings():
             # Server notes such as "table already exists" (from IF [NOT] EXISTS) are expected.
             warnings.simplefilter("ignore", pymysql.Warning)
@@ -384,7 +398,7 @@ async def cmd_check(provider: MySQLSessionProvider, args: argparse.Namespace, ou
     async with _raw_link(provider, args) as link:
         state = await _inspect(link, m)
     if state is None:
-        raise SessionSchemaError(provider._missing_table_message())
+        raise SessionSchemaError(provider._missing_table_message(cli=True))
     return _report(state, provider, out)
 
 
@@ -470,7 +484,7 @@ async def cmd_upgrade(provider: MySQLSessionProvider, args: argparse.Namespace, 
     async with _raw_link(provider, args) as link:
         state = await _inspect(link, m)
         if state is None:
-            raise SessionSchemaError(provider._missing_table_message())
+            raise SessionSchemaError(provider._missing_table_message(cli=True))
         await link.execute(m.set_lock_wait, (LOCK_WAIT_SECONDS,))
         # No session_version: the Go provider's table, whose keys are raw ids. Adding the
         # column NULL-able marks every row as still to convert; conversion sets it to 1.
@@ -576,6 +590,17 @@ class Progress:
 
 async def cmd_gc(provider: MySQLSessionProvider, args: argparse.Namespace, out: TextIO) -> int:
     async with _opened(provider, args):
+        if args.max_lifetime is not None or args.absolute_lifetime is not None:
+            shortened = await provider.shorten(args.max_lifetime, args.absolute_lifetime, args.batch_size)
+            policy = ", ".join(
+                f"{name} {value}s"
+                for name, value in (
+                    ("max lifetime", args.max_lifetime),
+                    ("absolute lifetime", args.absolute_lifetime),
+                )
+                if value is not None
+            )
+            print(f"applied {policy}: {shortened} live sessions got an earlier deadline", file=out)
         started = time.perf_counter()
         progress = Progress(out, f"sweeping `{provider.table}`")
         try:
@@ -659,6 +684,9 @@ async def cmd_destroy(provider: MySQLSessionProvider, args: argparse.Namespace, 
     sid: str | None = args.sid
     if sid == "-":
         sid = sys.stdin.readline().strip()
+    if sid is not None and not is_well_formed(sid):
+        print("no session with that id (it is not a well-formed session id)", file=out)
+        return 1
     async with _opened(provider, args):
         if sid is None:
             ended = await provider.destroy_owner(args.owner)
@@ -668,8 +696,7 @@ async def cmd_destroy(provider: MySQLSessionProvider, args: argparse.Namespace, 
     if existed:
         print(f"ended session {log_id(sid)}", file=out)
         return 0
-    why = "" if is_well_formed(sid) else " (it is not a well-formed session id)"
-    print(f"no session with that id{why}", file=out)
+    print("no session with that id", file=out)
     return 1
 
 

@@ -25,6 +25,13 @@ def is_well_formed(sid: object) -> bool:
     return isinstance(sid, str) and _ID_SHAPE.fullmatch(sid) is not None
 
 
+def is_valid_session_id(sid: object) -> bool:
+    """Whether ``sid`` could be an id this package minted: check ids from your own clients
+    with it before ``provider.read``/``exist``/``destroy``, which refuse malformed ids
+    (``provider.load`` applies it for you)."""
+    return is_well_formed(sid)
+
+
 def hash_id(sid: str) -> str:
     """SHA-256 hex of the id: what ``session_key`` holds, so a leaked table cannot be replayed."""
     return hashlib.sha256(sid.encode("utf-8", "surrogatepass")).hexdigest()

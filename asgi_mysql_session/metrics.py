@@ -22,6 +22,13 @@ class SessionObserver:
     def session_saved(self, result: str) -> None:
         """A release wrote: ``created``, ``updated``, ``touched`` or ``destroyed``."""
 
+    def session_created(self, anonymous: bool) -> None:
+        """A new row was stored; ``anonymous`` when it has no owner (nobody logged in).
+
+        A steady stream of anonymous creations means some route writes the session for
+        every visitor (or someone is filling the table): alert on its rate.
+        """
+
     def sessions_destroyed(self, count: int) -> None:
         """Rows deleted by destroy/destroy_owner (logouts)."""
 
@@ -56,6 +63,9 @@ class PrometheusObserver(SessionObserver):
         self._loaded = counter("sessions_loaded", "Sessions read for a presented id")
         self._unknown = counter("unknown_ids", "Unknown, expired or malformed ids presented")
         self._saved = counter("session_writes", "Session writes by outcome", ("result",))
+        self._created = counter(
+            "sessions_created", "New sessions stored, by whether they have an owner", ("anonymous",)
+        )
         self._destroyed = counter("sessions_destroyed", "Sessions ended by destroy or destroy_owner")
         self._conflicts = counter("write_conflicts", "Conditional writes merged and retried")
         self._swept = counter("swept_rows", "Expired rows deleted by sweeps")
@@ -80,6 +90,9 @@ class PrometheusObserver(SessionObserver):
 
     def session_saved(self, result: str) -> None:
         self._saved.labels(result).inc()
+
+    def session_created(self, anonymous: bool) -> None:
+        self._created.labels("true" if anonymous else "false").inc()
 
     def sessions_destroyed(self, count: int) -> None:
         self._destroyed.inc(count)

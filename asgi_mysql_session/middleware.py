@@ -37,6 +37,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "asgi_mysql_session"
+#: Headers that tell caches what to store (NUL-framed for a substring search of the names).
+_CACHE_HEADERS = (b"\0cache-control\0", b"\0cdn-cache-control\0", b"\0surrogate-control\0")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 _BUSY = b"The session is busy with another request, please retry."
@@ -77,19 +79,12 @@ class _RequestSession:
         try:
             if not provider.is_open:
                 await provider.open()
-            key = hash_id(self.presented) if is_well_formed(self.presented) else None
-            row = await provider.fetch(key) if key is not None else None
+            # The same rules as provider.load(): unknown ids are never adopted.
+            await provider._load_into(store, self.presented)
         except SessionError as exc:
             self.failure = exc
             store._block(exc)
             raise
-        if row is None:
-            logger.info("unknown or expired session id %s presented", log_id(self.presented))
-            provider.observer.unknown_id()
-            store._load(None, None)  # a fresh id is minted if it is saved: never the client's
-        else:
-            provider.observer.session_loaded()
-            store._load(self.presented, row, key)
         return store
 
     async def save(self) -> SaveResult:
@@ -107,8 +102,10 @@ class _RequestSession:
         mw = self.middleware
         if not store.loaded:
             return []
-        if store.is_new:  # no row: a cookie the client still holds is dead
-            return [mw.expire_header(scope)] if self.presented is not None else []
+        if store.is_new:  # no row: a cookie the client still holds is dead...
+            if self.presented is None or store.superseded:  # ...unless a login replaced it
+                return []
+            return [mw.expire_header(scope)]
         if store.session_id == self.presented and (
             result is SaveResult.NOTHING or mw.max_age is None  # nothing for the cookie to follow
         ):
@@ -191,13 +188,14 @@ class SessionMiddleware:
             attributes += "; HttpOnly"
         self._attributes = attributes + f"; SameSite={samesite.capitalize()}"
         self._opened_provider = False
+        self._warned_cache = False
 
     # -- ASGI entry point ------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            await self._lifespan(scope, receive, send)
             return
         excluded = self.exclude_paths
         if kind not in ("http", "websocket") or (excluded and _matches(scope["path"], excluded)):
@@ -226,7 +224,7 @@ class SessionMiddleware:
             if not self.provider.is_open:
                 await self.provider.open()
             async with self.provider.session_lock(key_hash, self.lock_timeout):
-                entered = True
+                entered = True  # locked, or no live session (then nothing is held)
                 await self._handle(scope, receive, send, session)
         except (SessionLockTimeout, SessionBackendError) as exc:
             if entered:
@@ -318,13 +316,46 @@ class SessionMiddleware:
         if store.accessed or added:
             headers.append((b"vary", b"Cookie" if self.header_name is None else self.header_name))
         if added:
-            # An id must not be cached for other users, unless the app chose its own policy.
-            names = b"\0".join(map(itemgetter(0), headers)).lower()  # C calls, not a Python loop
-            if b"\0cache-control\0" not in b"\0" + names + b"\0":
-                headers.append((b"cache-control", b"no-store"))
+            headers = self._uncacheable(headers)
             headers.extend(added)
         message["headers"] = headers
         return None
+
+    def _uncacheable(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """A response that issues or clears an id is never stored by a shared cache.
+
+        Whatever the app said: ``Vary: Cookie`` does not protect visitors who sent no
+        cookie, and a shared cache could hand one id to all of them. An app policy that
+        already keeps shared caches out (``private`` or ``no-store``) is kept.
+        """
+        names = b"\0" + b"\0".join(map(itemgetter(0), headers)).lower() + b"\0"  # C calls, no loop
+        if not any(name in names for name in _CACHE_HEADERS):
+            headers.append((b"cache-control", b"no-store"))
+            return headers
+        kept: list[tuple[bytes, bytes]] = []
+        policy: list[bytes] = []
+        others = 0  # CDN-specific headers, which override Cache-Control there
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"cache-control":
+                policy.append(value)
+            elif b"\0" + lowered + b"\0" in _CACHE_HEADERS:
+                others += 1
+            else:
+                kept.append((name, value))
+        directives = {d.strip().split(b"=")[0].lower() for v in policy for d in v.split(b",")}
+        if others or not directives & {b"private", b"no-store"}:
+            if not self._warned_cache:
+                self._warned_cache = True
+                logger.warning(
+                    "the app's caching headers on a response that sets the session cookie were "
+                    "replaced with Cache-Control: no-store (a shared cache must never store a "
+                    "session id); logged once"
+                )
+            kept.append((b"cache-control", b"no-store"))
+        else:
+            kept.extend((b"cache-control", value) for value in policy)
+        return kept
 
     def _error_for(
         self, exc: BaseException, session: _RequestSession, scope: Scope
@@ -333,6 +364,8 @@ class SessionMiddleware:
             return self.error_status, self.error_body, []
         if isinstance(exc, SessionInterrupted):
             logger.info("write to ended session %s dropped: %s", log_id(session.store.session_id), exc)
+            if exc.superseded:  # a login gave the client a newer cookie: leave it alone
+                return 409, b"The session was given a new id meanwhile, please retry.", []
             return 409, b"The session ended before this request finished.", [self.expire_header(scope)]
         if isinstance(exc, SessionConflictError):
             logger.warning("session write gave up: %s", exc)
@@ -405,24 +438,47 @@ class SessionMiddleware:
 
     # -- lifespan --------------------------------------------------------------------------
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup" and not self.provider.is_open:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Open the provider before the app's own startup; a failure fails the startup.
+
+        It is reported as ``lifespan.startup.failed``, as Starlette reports its own startup
+        errors, so the server exits instead of serving 503s. (Raising would make uvicorn's
+        default ``--lifespan auto`` decide that lifespan is unsupported and serve anyway,
+        skipping the app's own startup and shutdown.)
+        """
+        startup = await receive()
+        first: Message | None = startup
+        if startup["type"] == "lifespan.startup" and not self.provider.is_open:
+            try:
                 await self.provider.open()
-                self._opened_provider = True
-            return message
+            except Exception as exc:
+                logger.error("session provider could not open, startup fails: %s", exc)
+                await send(
+                    {
+                        "type": "lifespan.startup.failed",
+                        "message": f"asgi_mysql_session: {type(exc).__name__}: {exc}",
+                    }
+                )
+                return
+            self._opened_provider = True
 
-        return wrapped
+        async def replay_receive() -> Message:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()
 
-    def _lifespan_send(self, send: Send) -> Send:
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete" and self._opened_provider:
+        async def close_send(message: Message) -> None:
+            if message["type"] in _LIFESPAN_ENDS and self._opened_provider:
                 self._opened_provider = False
                 await self.provider.close()
             await send(message)
 
-        return wrapped
+        await self.app(scope, replay_receive, close_send)
+
+
+_LIFESPAN_ENDS = ("lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed")
 
 
 def _matches(path: str, prefixes: tuple[str, ...]) -> bool:

@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from threading import get_ident
@@ -29,6 +29,7 @@ from pymysql.constants import CLIENT
 from . import sql
 from .dsn import DSN, parse_dsn
 from .errors import (
+    InvalidSessionId,
     SessionBackendError,
     SessionConfigError,
     SessionConflictError,
@@ -37,7 +38,7 @@ from .errors import (
     SessionLockTimeout,
     SessionSchemaError,
 )
-from .ids import hash_id, is_well_formed, new_session_id
+from .ids import hash_id, is_well_formed, log_id, new_session_id
 from .locks import KeyedLocks
 from .metrics import SessionObserver
 from .pool import ConnectionPool
@@ -74,7 +75,10 @@ else:  # pragma: no cover - Python 3.10
 
 
 class Row(NamedTuple):
-    """A live session row as stored (a tuple: one is made on every read)."""
+    """A session row as stored (a tuple: one is made on every read).
+
+    ``version`` 0 is a tombstone: the id was superseded by a rotation (see ``lookup``).
+    """
 
     data: bytes
     values: dict[str, Any]
@@ -82,6 +86,10 @@ class Row(NamedTuple):
     version: int
     created: int
     owner: str | None
+
+    @property
+    def superseded(self) -> bool:
+        return self.version == sql.TOMBSTONE_VERSION
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,13 @@ class _Link:
         self.shared: asyncio.Lock | None = None  # set while it holds a session lock
 
     async def execute(
-        self, statement: str, args: Sequence[Any] = (), *, extra_time: float = 0.0
+        self, statement: str, args: Sequence[Any] = (), *, extra_time: float = 0.0, retry: bool = True
     ) -> tuple[int, Sequence[Any]]:
         """Run one statement; returns (matched rows, fetched rows).
 
         ``extra_time`` widens the deadline for statements that wait server-side (GET_LOCK).
+        ``retry=False`` inside a transaction: a deadlock rolls back the whole transaction,
+        so retrying the one statement alone would run it outside of it.
         The statement goes straight to the connection (``Connection.query``), as aiomysql's
         cursor does it, without a cursor object: a cursor costs two futures, a context
         manager and four coroutines per statement, on the path every request takes.
@@ -161,7 +171,7 @@ class _Link:
                 ) from exc
             except pymysql.err.MySQLError as exc:
                 code = exc.args[0] if exc.args else None
-                if code in _RETRYABLE and attempt + 1 < _STATEMENT_RETRIES:
+                if code in _RETRYABLE and retry and attempt + 1 < _STATEMENT_RETRIES:
                     logger.info("%s, retrying statement (attempt %d)", _RETRYABLE[code], attempt + 2)
                     await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
                     continue
@@ -170,7 +180,9 @@ class _Link:
                 if isinstance(exc, pymysql.err.IntegrityError) and code == 1062:
                     raise SessionConflictError("a session with this id already exists") from exc
                 if code == 1146:
-                    raise SessionSchemaError(provider._missing_table_message()) from exc
+                    raise provider._failed(
+                        provider._missing_table_message(), "schema", SessionSchemaError
+                    ) from exc
                 kind = "connection" if self.broken else "statement"
                 raise provider._failed(f"statement failed: {exc}", kind) from exc
             except OSError as exc:
@@ -201,6 +213,7 @@ class MySQLSessionProvider:
         max_lifetime: int = 3600,
         absolute_lifetime: int | None = 86400,
         touch_after: int | None = None,
+        rotation_grace: int = 300,
         max_size: int = 65536,
         create_table: bool = False,
         timeout: float = 5.0,
@@ -208,6 +221,7 @@ class MySQLSessionProvider:
         gc_interval: float | None = 600.0,
         gc_batch_size: int = 1000,
         gc_pause: float = 0.05,
+        lock_connections: int | None = None,
         clock: Clock = time.time,
         observer: SessionObserver | None = None,
     ) -> None:
@@ -220,8 +234,12 @@ class MySQLSessionProvider:
         self.sql = sql.statements(table)
         if max_lifetime < 1:
             raise SessionConfigError("max_lifetime must be at least 1 second")
-        if absolute_lifetime is not None and absolute_lifetime < max_lifetime:
-            raise SessionConfigError("absolute_lifetime must be None or >= max_lifetime")
+        if absolute_lifetime is not None and absolute_lifetime < 1:
+            raise SessionConfigError("absolute_lifetime must be None or at least 1 second")
+        if rotation_grace < 0:
+            raise SessionConfigError("rotation_grace must be >= 0 seconds")
+        if lock_connections is not None and lock_connections < 1:
+            raise SessionConfigError("lock_connections must be >= 1, or None for half the pool")
         if not 1 <= max_size <= sql.DATA_COLUMN_BYTES:
             raise SessionConfigError(f"max_size must be between 1 and {sql.DATA_COLUMN_BYTES}")
         if touch_after is None:
@@ -233,8 +251,13 @@ class MySQLSessionProvider:
         if gc_batch_size < 1 or write_retries < 0 or gc_pause < 0:
             raise SessionConfigError("gc_batch_size must be >= 1, write_retries and gc_pause >= 0")
         self.max_lifetime = max_lifetime
+        # Below max_lifetime is allowed: the absolute bound simply wins.
         self.absolute_lifetime = absolute_lifetime
         self.touch_after = touch_after
+        #: How long a rotated-away id is remembered as "superseded" (a tombstone row).
+        self.rotation_grace = rotation_grace
+        self._lock_connections = lock_connections
+        self._lock_slots: asyncio.Semaphore | None = None
         self.max_size = max_size
         self.create_table = create_table
         self.timeout = self._dsn.timeout if self._dsn and self._dsn.timeout else timeout
@@ -261,6 +284,7 @@ class MySQLSessionProvider:
         self._request_locks = KeyedLocks()
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog = Watchdog()
+        self._cli = False  # set by the CLI: remedies in messages name its commands
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -386,7 +410,7 @@ class MySQLSessionProvider:
                 await link.execute(sql.create_table(self.table))
                 _, rows = await link.execute(self.sql.columns, (self.table,))
         if not rows:
-            raise SessionSchemaError(self._missing_table_message())
+            raise self._failed(self._missing_table_message(), "schema", SessionSchemaError)
         found = {name.lower(): (dtype.lower(), nullable) for name, dtype, nullable in rows}
         wrong = [
             f"{column} ({dtype}{' NOT NULL' if column != 'session_owner' else ''})"
@@ -395,24 +419,32 @@ class MySQLSessionProvider:
             or (column != "session_owner" and found[column][1] != "NO")
         ]
         if wrong:
-            raise SessionSchemaError(
+            raise self._failed(
                 f"table `{self.table}` in database `{self._database}` lacks or mistypes columns: "
-                f"{', '.join(wrong)}; create it from schema.sql, or run "
-                "`asgi-mysql-session upgrade` for a table made by the Go provider"
+                f"{', '.join(wrong)}; `asgi-mysql-session check --table {self.table}` says what "
+                f"differs and `asgi-mysql-session upgrade --table {self.table}` converts a table "
+                "made by the Go provider",
+                "schema",
+                SessionSchemaError,
             )
 
-    def _missing_table_message(self) -> str:
+    def _missing_table_message(self, *, cli: bool = False) -> str:
+        where = f"session table `{self.table}` does not exist in database `{self._database}`"
+        if cli or self._cli:
+            return f"{where}: create it with `asgi-mysql-session init --table {self.table}`"
         return (
-            f"session table `{self.table}` does not exist in database `{self._database}`: "
-            "create it with schema.sql (or `asgi-mysql-session init`), "
-            "or pass create_table=True"
+            f"{where}: pass create_table=True to MySQLSessionProvider, run "
+            f"`asgi-mysql-session init --table {self.table}`, or have a DBA apply the DDL that "
+            f"`asgi-mysql-session init --print-sql --table {self.table}` prints"
         )
 
-    def _failed(self, message: str, kind: str) -> SessionBackendError:
+    def _failed(
+        self, message: str, kind: str, error: type[SessionBackendError] = SessionBackendError
+    ) -> SessionBackendError:
         """Log a failure once, count it, and make the error to raise (cause chained by caller)."""
         logger.warning("session backend error: %s", message)
         self.observer.database_error(kind)
-        return SessionBackendError(message)
+        return error(message)
 
     # -- connections -----------------------------------------------------------------
 
@@ -512,6 +544,11 @@ class MySQLSessionProvider:
     def now(self) -> int:
         return int(self.clock())
 
+    def born_after(self, now: int) -> int:
+        """Rows created at or before this are past the absolute lifetime (0: no bound)."""
+        absolute = self.absolute_lifetime
+        return max(now - absolute, 0) if absolute is not None else 0
+
     def cap(self, created: int) -> int | None:
         """The absolute deadline of a session created at ``created``, if there is one.
 
@@ -532,32 +569,76 @@ class MySQLSessionProvider:
         """A fresh id: 256 bits from ``secrets``, URL-safe."""
         return new_session_id()
 
+    @staticmethod
+    def _checked(sid: str, what: str = "sid") -> str:
+        if not is_well_formed(sid):
+            raise InvalidSessionId(
+                f"{what} is not a well-formed session id (16-128 characters of A-Z a-z 0-9 - _); "
+                "ids from clients go through provider.load() or is_valid_session_id() first"
+            )
+        return sid
+
     # -- the Go provider's API -------------------------------------------------------
+    #
+    # read/exist/regenerate/destroy take ids your own code minted (new_session_id) and
+    # refuse malformed ones with InvalidSessionId; load() is for ids from clients.
 
     async def read(self, sid: str) -> SessionStore:
-        """The live session under ``sid``, or an empty new store bound to it (one SELECT)."""
+        """The live session under ``sid``, or an empty new store bound to it (one SELECT).
+
+        Like the Go provider's Read, an unknown ``sid`` is adopted: a later save stores the
+        session under it. For ids that come from clients use :meth:`load`, which never adopts.
+        """
         from .store import SessionStore
 
-        if is_well_formed(sid):
-            row = await self.fetch(hash_id(sid))
-            if row is not None:
-                self.observer.session_loaded()
-                return SessionStore.from_row(self, sid, row)
+        row = await self.fetch(hash_id(self._checked(sid)))
+        if row is not None:
+            self.observer.session_loaded()
+            return SessionStore.from_row(self, sid, row)
         return SessionStore(self, sid)
 
+    async def load(self, sid: str | None) -> SessionStore:
+        """The session a client's id names, with the middleware's rules (one SELECT at most).
+
+        A malformed, unknown, expired or logged-out id gives an empty store whose id is
+        minted fresh if it is ever saved: a client can never choose its own id. A
+        superseded id (rotated away by a login) gives an empty store that refuses to save
+        (``store.superseded``), so a late request cannot replace the newer session.
+        """
+        from .store import SessionStore
+
+        store = SessionStore(self, "")
+        await self._load_into(store, sid)
+        return store
+
+    async def _load_into(self, store: SessionStore, sid: str | None) -> None:
+        """``load`` into a store made earlier (the middleware hands it out before reading)."""
+        key = hash_id(sid) if sid is not None and is_well_formed(sid) else None
+        row = await self.lookup(key) if key is not None else None
+        if row is None or row.superseded:
+            if sid is not None:
+                logger.info(
+                    "%s session id %s presented", "superseded" if row else "unknown or expired", log_id(sid)
+                )
+                self.observer.unknown_id()
+            store._load(None, None, superseded=row is not None)
+        else:
+            assert sid is not None
+            self.observer.session_loaded()
+            store._load(sid, row, key)
+
     async def exist(self, sid: str) -> bool:
-        if not is_well_formed(sid):
-            return False
-        _, rows = await self._execute(self.sql.exist, (hash_id(sid), self.now()))
+        key = hash_id(self._checked(sid))
+        now = self.now()
+        _, rows = await self._execute(self.sql.exist, (key, now, self.born_after(now)))
         return bool(rows)
 
     async def regenerate(self, old_sid: str, new_sid: str) -> SessionStore:
-        """Move the session to ``new_sid`` in one UPDATE; the old id is dead at once."""
+        """Move the session to ``new_sid`` at once; the old id is dead (superseded) at once."""
         from .store import SessionStore
 
-        if not is_well_formed(new_sid):
-            raise SessionConfigError("new_sid is not a well-formed session id")
-        if is_well_formed(old_sid) and await self.rename(hash_id(old_sid), hash_id(new_sid)):
+        self._checked(new_sid, "new_sid")
+        if await self.rename(hash_id(self._checked(old_sid, "old_sid")), hash_id(new_sid)):
             row = await self.fetch(hash_id(new_sid))
             if row is not None:
                 return SessionStore.from_row(self, new_sid, row)
@@ -565,15 +646,14 @@ class MySQLSessionProvider:
 
     async def destroy(self, sid: str) -> bool:
         """Delete the session; True if a row was there."""
-        if not is_well_formed(sid):
-            return False
-        deleted = await self.delete(hash_id(sid))
+        deleted = await self.delete(hash_id(self._checked(sid)))
         self.observer.sessions_destroyed(int(deleted))
         return deleted
 
     async def all(self) -> int:
         """How many live (unexpired) sessions there are."""
-        _, rows = await self._execute(self.sql.count, (self.now(),))
+        now = self.now()
+        _, rows = await self._execute(self.sql.count, (now, self.born_after(now)))
         return int(rows[0][0])
 
     async def gc(self, batch_size: int | None = None) -> int:
@@ -584,7 +664,8 @@ class MySQLSessionProvider:
     # -- owners ("log out everywhere") ----------------------------------------------
 
     async def sessions_of(self, owner: str) -> list[OwnedSession]:
-        _, rows = await self._execute(self.sql.of_owner, (owner, self.now()))
+        now = self.now()
+        _, rows = await self._execute(self.sql.of_owner, (owner, now, self.born_after(now)))
         return [OwnedSession(key, int(created), int(expiry)) for key, created, expiry in rows]
 
     async def destroy_owner(self, owner: str) -> int:
@@ -595,42 +676,77 @@ class MySQLSessionProvider:
 
     # -- serialized requests -----------------------------------------------------------
 
+    def _lock_semaphore(self) -> asyncio.Semaphore:
+        """Lock holders share at most half the pool, so ordinary requests always find one.
+
+        A serialized request holds its connection for the whole handler (slow clients
+        included); without this cap, holders of live sessions could take every connection.
+        """
+        slots = self._lock_slots
+        if slots is None:
+            size = self._lock_connections
+            if size is None:
+                pool_max = self._dsn.pool_max if self._dsn else int(getattr(self._pool, "maxsize", 2))
+                size = max(1, pool_max // 2)
+            slots = self._lock_slots = asyncio.Semaphore(size)
+        return slots
+
     @asynccontextmanager
-    async def session_lock(self, key_hash: str, timeout: float) -> AsyncIterator[None]:
+    async def session_lock(self, key_hash: str, timeout: float) -> AsyncIterator[bool]:
         """Hold the session's lock: requests of one session run one at a time, across processes.
 
-        Waiters of this process queue on an asyncio lock first, so only one of them holds a
-        pooled connection for the server-side named lock (GET_LOCK). Raises
-        ``SessionLockTimeout`` when the lock is not had within ``timeout`` seconds.
+        Yields False, holding nothing, when no live session has this key: the lock is only
+        taken for a live session (by one statement that checks and locks), so an id made up
+        by a client never holds a connection past that statement. Waiters of this process
+        queue on an asyncio lock first, then for one of the lock connections (at most half
+        the pool, ``lock_connections``), so only one of them holds a pooled connection for
+        the server-side named lock (GET_LOCK). Raises ``SessionLockTimeout`` when the lock is
+        not had within ``timeout`` seconds.
         """
         local = self._request_locks
-        started = time.monotonic()
-        try:
-            await _bounded(local.acquire(key_hash), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s") from None
-        try:
-            name = f"asgi_mysql_session:{key_hash[:40]}"
-            left = max(0.0, timeout - (time.monotonic() - started))
-            async with self._connection() as link:
-                _, rows = await link.execute(self.sql.get_lock_wait, (name, left), extra_time=left)
-                if not rows or rows[0][0] != 1:
-                    raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s")
-                link.shared = asyncio.Lock()
-                token = _HELD_LINK.set(link)
-                try:
-                    yield
-                except BaseException:
-                    link.broken = True  # closing the connection frees the named lock
-                    raise
-                finally:
-                    _HELD_LINK.reset(token)
-                try:
-                    await link.execute(self.sql.release_lock, (name,))
-                except SessionError:
-                    link.broken = True  # the response is out: free the lock by closing
-        finally:
-            local.release(key_hash)
+        slots = self._lock_semaphore()
+        deadline = time.monotonic() + timeout
+        async with AsyncExitStack() as holding:
+            try:
+                await _bounded(local.acquire(key_hash), timeout)
+                holding.callback(local.release, key_hash)
+                await _bounded(slots.acquire(), max(0.0, deadline - time.monotonic()))
+                holding.callback(slots.release)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s") from None
+            held = await holding.enter_async_context(
+                self._locked(key_hash, max(0.0, deadline - time.monotonic()))
+            )
+            if not held:
+                await holding.aclose()  # an unknown id holds nothing while its request runs
+            yield held
+
+    @asynccontextmanager
+    async def _locked(self, key_hash: str, wait: float) -> AsyncIterator[bool]:
+        name = f"asgi_mysql_session:{key_hash[:40]}"
+        now = self.now()
+        async with self._connection() as link:
+            _, rows = await link.execute(
+                self.sql.lock_if_live, (name, wait, key_hash, now, self.born_after(now)), extra_time=wait
+            )
+            if not rows:  # no live session: nothing to serialize, nothing held
+                yield False
+                return
+            if rows[0][0] != 1:
+                raise SessionLockTimeout(f"session busy: no lock within {wait:g}s")
+            link.shared = asyncio.Lock()
+            token = _HELD_LINK.set(link)
+            try:
+                yield True
+            except BaseException:
+                link.broken = True  # closing the connection frees the named lock
+                raise
+            finally:
+                _HELD_LINK.reset(token)
+            try:
+                await link.execute(self.sql.release_lock, (name,))
+            except SessionError:
+                link.broken = True  # the response is out: free the lock by closing
 
     # -- sweeping ----------------------------------------------------------------------
 
@@ -680,39 +796,114 @@ class MySQLSessionProvider:
 
     # -- row operations used by SessionStore ----------------------------------------
 
-    async def fetch(self, key_hash: str) -> Row | None:
-        """The live row, or None; a row that cannot be decoded is logged and removed."""
-        _, rows = await self._execute(self.sql.select, (key_hash, self.now()))
+    async def lookup(self, key_hash: str) -> Row | None:
+        """The row in policy, tombstones included (``row.superseded``), or None.
+
+        A row that cannot be decoded is logged and removed.
+        """
+        now = self.now()
+        _, rows = await self._execute(self.sql.select, (key_hash, now, self.born_after(now)))
         if not rows:
             return None
         data, expiry, version, created, owner = rows[0]
         try:
-            values = decode(data)
+            values = decode(data) if version else {}
         except SessionDecodeError as exc:
             logger.warning("dropping undecodable session %s: %s", key_hash[:12], exc)
             await self.delete(key_hash)
             return None
         return Row(bytes(data), values, int(expiry), int(version), int(created), owner)
 
+    async def fetch(self, key_hash: str) -> Row | None:
+        """The live row, or None (unknown, expired, past the policy, or superseded)."""
+        row = await self.lookup(key_hash)
+        return None if row is None or row.superseded else row
+
     async def insert(self, key_hash: str, data: bytes, expiry: int, created: int, owner: str | None) -> None:
         await self._execute(self.sql.insert, (key_hash, data, expiry, created, owner))
 
     async def update(self, key_hash: str, data: bytes, expiry: int, owner: str | None, version: int) -> bool:
         """Conditional write; False if the row moved on (other version) or is gone."""
-        count, _ = await self._execute(self.sql.update, (data, expiry, owner, key_hash, version, self.now()))
+        now = self.now()
+        count, _ = await self._execute(
+            self.sql.update, (data, expiry, owner, key_hash, version, now, self.born_after(now))
+        )
         return count == 1
 
     async def touch(self, key_hash: str, expiry: int) -> bool:
-        count, _ = await self._execute(self.sql.touch, (expiry, key_hash, self.now()))
+        now = self.now()
+        count, _ = await self._execute(self.sql.touch, (expiry, key_hash, now, self.born_after(now)))
+        return count == 1
+
+    async def clamp(self, key_hash: str, expiry: int) -> bool:
+        """Lower the deadline to ``expiry`` (a lowered max_lifetime); never raises it."""
+        now = self.now()
+        count, _ = await self._execute(self.sql.clamp, (expiry, key_hash, now, self.born_after(now)))
         return count == 1
 
     async def rename(self, old_hash: str, new_hash: str) -> bool:
-        count, _ = await self._execute(self.sql.rename, (new_hash, old_hash, self.now()))
+        """Move a live row to a new key and leave a tombstone under the old one, atomically.
+
+        The tombstone lets a late response about the old id leave the client's cookie
+        alone (it is superseded, not unknown) for ``rotation_grace`` seconds; it never
+        opens the session. Four statements on one connection: BEGIN, UPDATE, INSERT, COMMIT
+        (two without a grace). A deadlock rolls the whole transaction back and it is retried.
+        """
+        for attempt in range(_STATEMENT_RETRIES):
+            now = self.now()
+            try:
+                return await self._rename(old_hash, new_hash, now)
+            except _Deadlock:
+                if attempt + 1 == _STATEMENT_RETRIES:
+                    raise self._failed("rotation kept deadlocking", "statement") from None
+                await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _rename(self, old_hash: str, new_hash: str, now: int) -> bool:
+        args = (new_hash, old_hash, now, self.born_after(now))
+        if not self.rotation_grace:
+            count, _ = await self._execute(self.sql.rename, args)
+            return count == 1
+        async with self._connection() as link:
+            try:
+                await link.execute("BEGIN", retry=False)
+                count, _ = await link.execute(self.sql.rename, args, retry=False)
+                if count == 1:
+                    await link.execute(self.sql.tombstone, (old_hash, now + self.rotation_grace), retry=False)
+                await link.execute("COMMIT", retry=False)
+            except SessionBackendError as exc:
+                link.broken = True  # never hand back a connection inside a transaction
+                cause = exc.__cause__
+                if isinstance(cause, pymysql.err.MySQLError) and cause.args and cause.args[0] in _RETRYABLE:
+                    raise _Deadlock from exc
+                raise
+            except BaseException:
+                link.broken = True
+                raise
         return count == 1
 
     async def delete(self, key_hash: str) -> bool:
         count, _ = await self._execute(self.sql.delete, (key_hash,))
         return count == 1
+
+    async def shorten(self, max_lifetime: int | None, absolute_lifetime: int | None, batch_size: int) -> int:
+        """Apply a (lowered) lifetime policy to every live row now, in batches; returns how many."""
+        total = 0
+        never = 2**32 - 1  # INT UNSIGNED's largest value: "no bound"
+        while True:
+            now = self.now()
+            idle = now + max_lifetime if max_lifetime is not None else never
+            absolute = absolute_lifetime if absolute_lifetime is not None else never
+            changed, _ = await self._execute(
+                self.sql.shorten, (idle, absolute, idle, absolute, now, batch_size)
+            )
+            total += changed
+            if changed < batch_size:
+                return total
+
+
+class _Deadlock(Exception):
+    """A transaction lost a deadlock (or lock wait) and was rolled back whole."""
 
 
 async def _wake(pool: Any) -> None:

@@ -72,7 +72,9 @@ class Statements:
     insert: str
     update: str
     touch: str
+    clamp: str
     rename: str
+    tombstone: str
     delete: str
     count: str
     gc_batch: str
@@ -80,19 +82,32 @@ class Statements:
     of_owner: str
     delete_owner: str
     get_lock: str
-    get_lock_wait: str
+    lock_if_live: str
     release_lock: str
+    shorten: str
+
+
+#: Rows within the current lifetime policy: before their deadline (``now``), and created
+#: after ``now - absolute_lifetime`` (0: unknown creation time, bound by the deadline alone).
+#: Parameters: (now, born_after). Lowering ``absolute_lifetime`` thus takes effect at once.
+_IN_POLICY = "session_expiry > %s AND (session_created = 0 OR session_created > %s)"
+#: A live session: in policy and not a tombstone. A tombstone (``session_version = 0``,
+#: empty data) marks an id that a rotation superseded, for ``rotation_grace`` seconds, so a
+#: late response about it can leave the client's newer cookie alone.
+LIVE = f"{_IN_POLICY} AND session_version > 0"
+TOMBSTONE_VERSION = 0
 
 
 def statements(table: str) -> Statements:
     t = f"`{check_table_name(table)}`"
     return Statements(
         table=table,
+        # Tombstones are returned too (version 0): the caller tells "superseded" from "unknown".
         select=(
             "SELECT session_data, session_expiry, session_version, session_created, session_owner "
-            f"FROM {t} WHERE session_key = %s AND session_expiry > %s"
+            f"FROM {t} WHERE session_key = %s AND {_IN_POLICY}"
         ),
-        exist=f"SELECT 1 FROM {t} WHERE session_key = %s AND session_expiry > %s",
+        exist=f"SELECT 1 FROM {t} WHERE session_key = %s AND {LIVE}",
         insert=(
             f"INSERT INTO {t} (session_key, session_data, session_expiry, session_version, "
             "session_created, session_owner) VALUES (%s, %s, %s, 1, %s, %s)"
@@ -102,17 +117,23 @@ def statements(table: str) -> Statements:
         update=(
             f"UPDATE {t} SET session_data = %s, session_expiry = %s, session_owner = %s, "
             "session_version = session_version + 1 "
-            "WHERE session_key = %s AND session_version = %s AND session_expiry > %s"
+            f"WHERE session_key = %s AND session_version = %s AND {_IN_POLICY}"
         ),
         # Moves only the deadline, never backwards, and leaves the version alone so it
         # cannot make a concurrent data write conflict.
         touch=(
-            f"UPDATE {t} SET session_expiry = GREATEST(session_expiry, %s) "
-            "WHERE session_key = %s AND session_expiry > %s"
+            f"UPDATE {t} SET session_expiry = GREATEST(session_expiry, %s) WHERE session_key = %s AND {LIVE}"
         ),
-        rename=f"UPDATE {t} SET session_key = %s WHERE session_key = %s AND session_expiry > %s",
+        # Moves the deadline down to what a lowered max_lifetime allows (never up).
+        clamp=f"UPDATE {t} SET session_expiry = LEAST(session_expiry, %s) WHERE session_key = %s AND {LIVE}",
+        rename=f"UPDATE {t} SET session_key = %s WHERE session_key = %s AND {LIVE}",
+        # Left under the old key by a rotation, in the same transaction as the rename.
+        tombstone=(
+            f"INSERT INTO {t} (session_key, session_data, session_expiry, session_version, "
+            f"session_created, session_owner) VALUES (%s, '', %s, {TOMBSTONE_VERSION}, 0, NULL)"
+        ),
         delete=f"DELETE FROM {t} WHERE session_key = %s",
-        count=f"SELECT COUNT(*) FROM {t} WHERE session_expiry > %s",
+        count=f"SELECT COUNT(*) FROM {t} WHERE {LIVE}",
         gc_batch=f"DELETE FROM {t} WHERE session_expiry <= %s ORDER BY session_expiry LIMIT %s",
         columns=(
             "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE "
@@ -120,12 +141,24 @@ def statements(table: str) -> Statements:
         ),
         of_owner=(
             f"SELECT session_key, session_created, session_expiry FROM {t} "
-            "WHERE session_owner = %s AND session_expiry > %s ORDER BY session_created, session_key"
+            f"WHERE session_owner = %s AND {LIVE} ORDER BY session_created, session_key"
         ),
         delete_owner=f"DELETE FROM {t} WHERE session_owner = %s",
         get_lock="SELECT GET_LOCK(%s, 0)",
-        get_lock_wait="SELECT GET_LOCK(%s, %s)",
+        # Takes the session's named lock only if the session is live: the select list is
+        # evaluated for matching rows alone, so an unknown id costs one quick statement and
+        # never waits for (or holds) a lock. Parameters: (name, wait, key, now, born_after).
+        lock_if_live=f"SELECT GET_LOCK(%s, %s) FROM {t} WHERE session_key = %s AND {LIVE}",
         release_lock="SELECT RELEASE_LOCK(%s)",
+        # Applies a (lowered) lifetime policy to every live row, a batch at a time: the
+        # deadline becomes at most now + max_lifetime (%s) and created + absolute (%s).
+        # Parameters: (idle_cap, absolute, idle_cap, absolute, now, limit).
+        shorten=(
+            f"UPDATE {t} SET session_expiry = LEAST(session_expiry, %s, "
+            "IF(session_created = 0, session_expiry, session_created + %s)) "
+            "WHERE session_expiry > LEAST(%s, IF(session_created = 0, session_expiry, session_created + %s)) "
+            "AND session_expiry > %s LIMIT %s"
+        ),
     )
 
 
@@ -270,7 +303,7 @@ def maintenance(table: str) -> Maintenance:
         "session_key = SHA2(session_key, 256), session_data = {data}, session_version = 1 "
         "WHERE session_version IS NULL LIMIT %s"
     )
-    live = f"FROM {t} WHERE session_expiry > %s"
+    live = f"FROM {t} WHERE session_expiry > %s AND session_version > 0"
     return Maintenance(
         table=table,
         create=create_table(table),

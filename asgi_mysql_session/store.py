@@ -11,7 +11,9 @@ backends. Saving follows one rule set, documented in the README:
   changes (sets and deletes) are applied on top, then the write is retried: two requests
   changing different keys both persist, and for the same key the later write wins;
 * a row that vanished meanwhile (logout, rotation, expiry) is never recreated:
-  ``SessionInterrupted`` is raised instead.
+  ``SessionInterrupted`` is raised instead;
+* ``clear()`` is a logout: the row is deleted, and anything set afterwards (a flash
+  message) starts a new session under a new id, so the old cookie opens nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class SessionStore(MutableMapping[str, Any]):
     __slots__ = (
         "__weakref__",
         "_blocked",
+        "_cleared",
         "_created",
         "_data",
         "_destroyed",
@@ -63,6 +66,7 @@ class SessionStore(MutableMapping[str, Any]):
         "_raw",
         "_sid",
         "_stored_owner",
+        "_superseded",
         "_version",
         "accessed",
     )
@@ -80,6 +84,8 @@ class SessionStore(MutableMapping[str, Any]):
         self._stored_owner: str | None = None
         self._new = True
         self._destroyed = False
+        self._cleared = False  # cleared after it was stored: the old row must go
+        self._superseded = False  # loaded for an id a rotation replaced: never saved
         self._modified = False
         #: True once the app looked at the data (the middleware then sends ``Vary: Cookie``).
         self.accessed = False
@@ -102,15 +108,24 @@ class SessionStore(MutableMapping[str, Any]):
         self._expiry = row.expiry
         self._owner = self._stored_owner = row.owner
         self._new = False
+        self._cleared = False
 
     def _block(self, error: SessionError | type[SessionError] | None) -> None:
         self._blocked = error
 
-    def _load(self, session_id: str | None, row: Row | None, key_hash: str | None = None) -> None:
+    def _load(
+        self,
+        session_id: str | None,
+        row: Row | None,
+        key_hash: str | None = None,
+        *,
+        superseded: bool = False,
+    ) -> None:
         """Fill a store created before its row was read (the middleware's lazy path)."""
         self._sid, self._key = session_id, key_hash
         if row is not None:
             self._fill(row)
+        self._superseded = superseded
         self._blocked = None
 
     def _check(self) -> None:
@@ -140,6 +155,15 @@ class SessionStore(MutableMapping[str, Any]):
     def is_new(self) -> bool:
         """True while no row exists for this session."""
         return self._new
+
+    @property
+    def superseded(self) -> bool:
+        """True when the id presented was replaced by a rotation (a login elsewhere).
+
+        The client holds, or is about to get, the newer cookie: nothing is saved for this
+        store and its cookie is left alone.
+        """
+        return self._superseded
 
     @property
     def modified(self) -> bool:
@@ -225,11 +249,16 @@ class SessionStore(MutableMapping[str, Any]):
         return self._data.get(key, default)
 
     def clear(self) -> None:
-        """Empty the session; on release its row is deleted (logout)."""
+        """Empty the session; on release its row is deleted (logout).
+
+        Whatever is set afterwards is saved as a new session under a new id.
+        """
         self._check()
         self.accessed = True
         if self._data:
             self._modified = True
+        if not self._new:
+            self._cleared = True
         self._data = {}
 
     # -- the Go store's names --------------------------------------------------------
@@ -267,15 +296,30 @@ class SessionStore(MutableMapping[str, Any]):
         provider = self._provider
         if self._blocked is not None:
             return SaveResult.NOTHING  # never loaded, so nothing can have changed
+        if self._cleared and not self._new:  # logout: the old id dies whatever comes next
+            data, owner = self._data, self._owner
+            self._encode()  # refuse unencodable data before the row is gone
+            await provider.delete(self.key_hash)
+            self._forget()
+            self._data, self._owner = data, owner
+            if not data:
+                return SaveResult.DESTROYED
         if self._new:
             if not self._data:
                 return SaveResult.NOTHING  # empty sessions are never stored
+            if self._superseded:
+                raise SessionInterrupted(
+                    "this request's session id was replaced by a newer one (a login) meanwhile; "
+                    "nothing was saved",
+                    superseded=True,
+                )
             if self._destroyed:  # data set after a logout starts a session under a new id
                 self._sid, self._key, self._destroyed = None, None, False
             raw = self._encode()
             now = provider.now()
             expiry = provider.deadline(now, now)
             await provider.insert(self.key_hash, raw, expiry, now, self._owner)
+            provider.observer.session_created(anonymous=self._owner is None)
             self._new = False
             self._raw, self._version, self._created, self._expiry = raw, 1, now, expiry
             self._stored_owner = self._owner
@@ -290,6 +334,12 @@ class SessionStore(MutableMapping[str, Any]):
             if raw != self._raw or self._owner != self._stored_owner:
                 return await self._write(raw)
         target = provider.deadline(self._created, provider.now())
+        if self._expiry > target + provider.touch_after:
+            # Stored under a longer lifetime than today's: bring it down to the policy.
+            if await provider.clamp(self.key_hash, target):
+                self._expiry = target
+                return SaveResult.TOUCHED
+            return SaveResult.NOTHING
         # Touch once touch_after has passed, or when the move reaches the absolute cap
         # (otherwise an active session would die up to touch_after early).
         due = target > self._expiry and (
@@ -317,12 +367,13 @@ class SessionStore(MutableMapping[str, Any]):
             for _ in range(provider.write_retries):
                 # Someone else wrote (or the row is gone): merge our own changes onto theirs.
                 provider.observer.write_conflict()
-                row = await provider.fetch(key)
-                if row is None:
+                row = await provider.lookup(key)
+                if row is None or row.superseded:
                     self._forget()
                     raise SessionInterrupted(
                         "the session ended (logout, rotation or expiry) before this write; "
-                        "it was not recreated"
+                        "it was not recreated",
+                        superseded=row is not None,
                     )
                 merged = {k: v for k, v in row.values.items() if k not in deletes}
                 merged.update(sets)
@@ -370,7 +421,7 @@ class SessionStore(MutableMapping[str, Any]):
 
     def _forget(self) -> SaveResult:
         """The row is gone: the store is empty and new, and its old id is never reused."""
-        self._destroyed, self._new = True, True
+        self._destroyed, self._new, self._cleared = True, True, False
         self._data, self._raw, self._version = {}, b"", 0
         self._modified = False
         return SaveResult.DESTROYED

@@ -126,5 +126,14 @@ def key_of(sid: str) -> str:
 
 
 def row_count(db: Database, table: str) -> int:
-    [(count,)] = db.query(f"SELECT COUNT(*) FROM `{table}`")
+    """Session rows, not counting the tombstones that rotations leave under old ids."""
+    [(count,)] = db.query(f"SELECT COUNT(*) FROM `{table}` WHERE session_version > 0")
     return int(str(count))
+
+
+def is_tombstone(db: Database, table: str, sid: str) -> bool:
+    """The id was superseded by a rotation: its row is an empty marker that opens nothing."""
+    rows = db.query(
+        f"SELECT session_data, session_version FROM `{table}` WHERE session_key = %s", (key_of(sid),)
+    )
+    return rows == [(b"", 0)]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import Database
 
-from asgi_mysql_session import MySQLSessionProvider, sql
+from asgi_mysql_session import InvalidSessionId, MySQLSessionProvider, sql
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
 
@@ -38,8 +39,11 @@ async def test_ids_differing_in_case_or_trailing_space_never_match(
     store = await provider.read(sid)
     store["a"] = 1
     await store.release()
-    for variant in (sid.lower(), sid.upper(), sid + " ", sid + "\t", sid + "\x00"):
+    for variant in (sid.lower(), sid.upper()):
         assert not await provider.exist(variant)
+    for variant in (sid + " ", sid + "\t", sid + "\x00"):
+        with pytest.raises(InvalidSessionId):
+            await provider.exist(variant)
     assert await provider.exist(sid)
 
 
