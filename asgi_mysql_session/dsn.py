@@ -50,17 +50,30 @@ _INT_OPTIONS = {"pool_min", "pool_max", "pool_recycle"}
 _FLOAT_OPTIONS = {"connect_timeout", "timeout"}
 
 
+_ENCODE_HINT = (
+    "if the password holds any of @ : / ? # % or a space, percent-encode it, e.g. "
+    "urllib.parse.quote(password, safe='') turns 'pa#ss' into 'pa%23ss'"
+)
+
+
 def parse_dsn(dsn: str) -> DSN:
-    """Parse a DSN; query options: pool_min, pool_max, pool_recycle, connect_timeout, timeout, unix_socket."""
+    """Parse a DSN; query options: pool_min, pool_max, pool_recycle, connect_timeout, timeout, unix_socket.
+
+    No message quotes the DSN's text: a password with an unescaped ``#``, ``/`` or ``?`` ends
+    up in the port, path, query or fragment, and would be echoed from there.
+    """
     try:
         parts = urlsplit(dsn)
         port = parts.port
-    except ValueError as exc:
-        raise SessionConfigError(f"invalid MySQL DSN: {exc}") from None
+    except ValueError:
+        raise SessionConfigError(f"invalid MySQL DSN: the port is not a number; {_ENCODE_HINT}") from None
+    if parts.fragment or "#" in dsn:
+        raise SessionConfigError(f"invalid MySQL DSN: it contains '#'; {_ENCODE_HINT}")
+    if "@" in parts.path or "@" in parts.query:
+        raise SessionConfigError(f"invalid MySQL DSN: '@' after the host; {_ENCODE_HINT}")
     if parts.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
-        raise SessionConfigError(
-            f"invalid MySQL DSN: scheme must be mysql://, got {parts.scheme or 'none'!r}"
-        )
+        shown = parts.scheme if parts.scheme.isalpha() and len(parts.scheme) <= 16 else "something else"
+        raise SessionConfigError(f"invalid MySQL DSN: the scheme must be mysql://, not {shown}")
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise SessionConfigError("invalid MySQL DSN: it must name a database, as mysql://host/db")
@@ -70,11 +83,14 @@ def parse_dsn(dsn: str) -> DSN:
             options[name] = value
             continue
         if name not in _INT_OPTIONS and name not in _FLOAT_OPTIONS:
-            raise SessionConfigError(f"invalid MySQL DSN: unknown option {name!r}")
+            # Safe to name: with no '@' after the host, no part of a password reached the query.
+            shown = repr(name) if name.isidentifier() and len(name) <= 32 else "an option"
+            known = ", ".join(sorted(_INT_OPTIONS | _FLOAT_OPTIONS | {"unix_socket"}))
+            raise SessionConfigError(f"invalid MySQL DSN: unknown option {shown} (known: {known})")
         try:
             options[name] = int(value) if name in _INT_OPTIONS else float(value)
         except ValueError:
-            raise SessionConfigError(f"invalid MySQL DSN: {name}={value!r} is not a number") from None
+            raise SessionConfigError(f"invalid MySQL DSN: option {name} is not a number") from None
     result = DSN(
         host=parts.hostname or "127.0.0.1",
         port=port or 3306,

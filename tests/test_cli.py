@@ -135,10 +135,9 @@ def test_unreachable_server_in_process(capsys: pytest.CaptureFixture[str]) -> No
     ("dsn", "message"),
     [
         ("http://root@127.0.0.1/test", "scheme must be mysql://"),
+        ("mysql://root:s3cr#et@127.0.0.1/test", "percent-encode"),
         ("mysql://root@127.0.0.1:3306/", "must name a database"),
-        # dsn.py reports this one as "bogus='1' is not a number" (its SessionConfigError is a
-        # ValueError, caught by its own number parsing); either way it names the option.
-        ("mysql://root@127.0.0.1/test?bogus=1", "bogus"),
+        ("mysql://root@127.0.0.1/test?bogus=1", "unknown option 'bogus'"),
         ("mysql://root@127.0.0.1:99999/test", "invalid MySQL DSN"),
     ],
 )

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
+import pytest
+
+from asgi_mysql_session import MySQLSessionProvider, SessionBackendError, SessionConfigError
+from asgi_mysql_session.cli import main
 from asgi_mysql_session.dsn import parse_dsn
 
 
@@ -29,3 +36,50 @@ def test_pymysql_args_use_the_same_defaults_as_the_provider() -> None:
 def test_pymysql_args_keep_a_unix_socket() -> None:
     args = parse_dsn("mysql://root@localhost/test?unix_socket=/run/mysqld/mysqld.sock").pymysql_args()
     assert args["unix_socket"] == "/run/mysqld/mysqld.sock"
+
+
+# -- no secret in any message ---------------------------------------------------------------
+
+# Passwords that break URL parsing when not percent-encoded, and where their pieces land.
+UNENCODED = ["s3cr#et9", "s3cr/et9", "s3cr?et9", "1234?5678", "1234/5678", "12#34:56", "p@ss?w0rd#x"]
+
+
+def _pieces(password: str) -> list[str]:
+    """Every run of 3+ characters between URL delimiters: none may appear in a message."""
+    return [p for p in re.split(r"[@:/?#]", password) if len(p) >= 3]
+
+
+@pytest.mark.parametrize("password", UNENCODED)
+def test_a_password_with_unescaped_delimiters_is_never_echoed(password: str) -> None:
+    with pytest.raises(SessionConfigError) as refused:
+        parse_dsn(f"mysql://app:{password}@db.internal:3306/sessions?pool_max=5")
+    message = str(refused.value)
+    assert "percent-encode" in message
+    assert not [piece for piece in _pieces(password) if piece in message], message
+
+
+@pytest.mark.parametrize("password", UNENCODED)
+def test_the_provider_and_the_cli_never_echo_such_a_password(
+    password: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    dsn = f"mysql://app:{password}@127.0.0.1:1/sessions"
+    with pytest.raises(SessionConfigError) as refused:
+        MySQLSessionProvider(dsn)
+    assert main(["--dsn", dsn, "stats"]) == 2
+    said = str(refused.value) + capsys.readouterr().err + caplog.text
+    assert not [piece for piece in _pieces(password) if piece in said], said
+
+
+def test_a_percent_encoded_password_parses_to_the_original() -> None:
+    password = "p@ss?w0rd#x/y:z% "
+    dsn = parse_dsn(f"mysql://app:{quote(password, safe='')}@db.internal/sessions")
+    assert dsn.password == password and dsn.host == "db.internal" and dsn.database == "sessions"
+
+
+async def test_a_wrong_password_is_never_in_the_connection_error(table: str) -> None:
+    provider = MySQLSessionProvider(
+        f"mysql://root:{quote('Wr0ng-Pa55', safe='')}@127.0.0.1:3306/test?connect_timeout=3", table=table
+    )
+    with pytest.raises(SessionBackendError) as refused:
+        await provider.open()
+    assert "Wr0ng-Pa55" not in str(refused.value) and "Pa55" not in repr(refused.value.__cause__)
