@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo tour db bench soak clean
+.PHONY: test lint typecheck pytest demo tour db bench soak dist clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,12 @@ bench: db
 soak: db
 	$(BIN)/python bench/soak/soak.py $(SOAK_ARGS)
 
+# Wheel and sdist in dist/ (built in an isolated environment from pyproject.toml), then
+# `twine check` of both: the long description renders and the metadata is complete.
+dist: $(BIN)/.installed
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

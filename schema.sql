@@ -1,7 +1,8 @@
 -- asgi_mysql_session: the session table. Runs on MariaDB >= 10.5 and MySQL 8.
--- The provider checks these columns at open(); create_table=True (or
--- `asgi-mysql-session init`) applies this same statement. Keep it in step with
--- asgi_mysql_session/sql.py (tests/test_schema.py compares them).
+-- The provider checks these columns at open(); create_table=True and
+-- `asgi-mysql-session init` apply this same statement, read from this file
+-- (packaged as asgi_mysql_session/schema.sql). `asgi-mysql-session init
+-- --print-sql [--table NAME]` prints it without connecting to a database.
 CREATE TABLE IF NOT EXISTS `session` (
   `session_key` CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
     COMMENT 'SHA-256 hex of the session id; the id itself is never stored',

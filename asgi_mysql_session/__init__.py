@@ -1,5 +1,8 @@
 """asgi_mysql_session: server-side sessions in MySQL/MariaDB for asyncio and ASGI apps."""
 
+#: The one place the version is written: pyproject.toml reads it (``tool.setuptools.dynamic``).
+__version__ = "0.1.0"
+
 from .dependencies import session_dependency
 from .errors import (
     InvalidSessionId,
@@ -41,6 +44,7 @@ __all__ = [
     "SessionSchemaError",
     "SessionStore",
     "SessionTooLargeError",
+    "__version__",
     "is_valid_session_id",
     "load_session",
     "new_session_id",

@@ -1,7 +1,8 @@
 """The operator CLI: ``asgi-mysql-session COMMAND`` or ``python -m asgi_mysql_session COMMAND``.
 
-Commands: ``init`` (create the table), ``check`` (is the table usable?), ``upgrade`` (convert
-the Go provider's table in place), ``gc`` (sweep expired rows now), ``stats`` and ``destroy``.
+Commands: ``init`` (create the table; ``init --print-sql`` only prints its DDL and needs no
+database), ``check`` (is the table usable?), ``upgrade`` (convert the Go provider's table in
+place), ``gc`` (sweep expired rows now), ``stats`` and ``destroy``.
 The database comes from ``--dsn`` or ``$MYSQL_URL``; every SQL statement is in
 :mod:`asgi_mysql_session.sql`.
 
@@ -108,12 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser(
+    init = commands.add_parser(
         "init",
         parents=[common],
-        help="create the session table (idempotent)",
+        help="create the session table (idempotent), or print its DDL",
         description="Create the table with the DDL of schema.sql; "
         "an existing table is left as it is and checked.",
+    )
+    init.add_argument(
+        "--print-sql",
+        action="store_true",
+        help="only print the DDL (schema.sql for --table) to apply by hand; connects to nothing, "
+        "needs no DSN",
     )
     commands.add_parser(
         "check",
@@ -205,9 +212,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error argparse already explained (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if args.command == "init" and args.print_sql:
+        try:
+            sys.stdout.write(sql.schema_sql(args.table))
+        except SessionConfigError as exc:
+            return _fail(str(exc), 2)
+        return 0
     dsn = args.dsn or os.environ.get("MYSQL_URL")
     if not dsn:
-        return _fail("no database: pass --dsn mysql://user:password@host:port/database or set MYSQL_URL", 2)
+        return _fail(
+            "no database: pass --dsn mysql://user:password@host:port/database or set MYSQL_URL "
+            f"(`{PROG} init --print-sql` prints the DDL without one)",
+            2,
+        )
     handler: logging.Handler = logging.NullHandler()  # no stray "last resort" warnings on stderr
     if args.verbose:
         handler = logging.StreamHandler(sys.stderr)

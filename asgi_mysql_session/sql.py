@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib import resources
 
 from .errors import SessionConfigError
 
@@ -27,25 +28,36 @@ REQUIRED_COLUMNS = {
     "session_owner": "varchar",
 }
 
-_DDL = """\
-CREATE TABLE IF NOT EXISTS `{table}` (
-  `session_key` CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
-    COMMENT 'SHA-256 hex of the session id; the id itself is never stored',
-  `session_data` MEDIUMBLOB NOT NULL
-    COMMENT 'msgpack map of the session; size capped by the provider''s max_size',
-  `session_expiry` INT UNSIGNED NOT NULL
-    COMMENT 'absolute deadline in unix seconds; rows at or past it are dead',
-  `session_version` INT UNSIGNED NOT NULL DEFAULT 1
-    COMMENT 'bumped on every data write; updates are conditioned on it',
-  `session_created` INT UNSIGNED NOT NULL DEFAULT 0
-    COMMENT 'creation time in unix seconds (0: unknown); caps the deadline at the absolute lifetime',
-  `session_owner` VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL DEFAULT NULL
-    COMMENT 'optional owner (e.g. user id) so all of its sessions can be listed or ended',
-  PRIMARY KEY (`session_key`),
-  KEY `session_expiry` (`session_expiry`),
-  KEY `session_owner` (`session_owner`)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
-  COMMENT='asgi_mysql_session sessions'"""
+#: The packaged schema.sql is the one source of the DDL: create_table(), ``init``,
+#: ``init --print-sql``, ``check`` and ``upgrade`` all read it (the repository root holds an
+#: identical copy for those who apply it by hand; tests/test_schema.py keeps the two equal).
+SCHEMA_FILE = "schema.sql"
+#: The table name schema.sql is written for.
+SCHEMA_TABLE = "session"
+_CREATE_LINE = f"CREATE TABLE IF NOT EXISTS `{SCHEMA_TABLE}` ("
+
+
+def _read_schema() -> str:
+    return resources.files(__name__.rpartition(".")[0]).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+def _statement_template(schema: str) -> str:
+    """The one statement of schema.sql, without comments or ';', its table name as ``{table}``."""
+    statement = "\n".join(line for line in schema.splitlines() if not line.startswith("--")).strip()
+    if statement.count(_CREATE_LINE) != 1 or not statement.startswith(_CREATE_LINE) or "{" in statement:
+        raise AssertionError(f"{SCHEMA_FILE} must hold one statement starting with {_CREATE_LINE!r}")
+    return statement.removesuffix(";").replace(_CREATE_LINE, "CREATE TABLE IF NOT EXISTS `{table}` (", 1)
+
+
+#: schema.sql as packaged, comments included.
+SCHEMA = _read_schema()
+_DDL = _statement_template(SCHEMA)
+
+
+def schema_sql(table: str = SCHEMA_TABLE) -> str:
+    """schema.sql as packaged (comments included), written for ``table``: what a DBA applies."""
+    create = f"CREATE TABLE IF NOT EXISTS `{check_table_name(table)}` ("
+    return SCHEMA.replace(_CREATE_LINE, create, 1)
 
 
 def check_table_name(table: str) -> str:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filldb import BenchTable, signed_cookies
+from filldb import BenchTable, signed_cookies, unique_table_name
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "apps"))
@@ -113,8 +113,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs per cell; the median is shown")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--table", default="bench_session")
+    p.add_argument("--table", help="table to create (default: a new asgi_mysql_session_bench_<random>)")
     args = p.parse_args()
+    args.table = args.table or unique_table_name()
     os.environ.setdefault("BENCH_TABLE", args.table)
     table = BenchTable(os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"), args.table)
     try:

@@ -36,11 +36,24 @@ def connect(url: str) -> pymysql.Connection:  # type: ignore[type-arg]
     return pymysql.connect(**args, autocommit=True, max_allowed_packet=64 * 1024 * 1024)
 
 
+#: MySQL's ER_TABLE_EXISTS_ERROR.
+TABLE_EXISTS = 1050
+
+
+def unique_table_name(prefix: str = "asgi_mysql_session_bench") -> str:
+    """A table name of this run alone, e.g. asgi_mysql_session_bench_3f9c2a61d0be."""
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
 class BenchTable:
+    """A table the bench creates, fills and drops; it never writes to one it did not create."""
+
     def __init__(self, url: str, table: str) -> None:
         self.url = url
         self.table = sql.check_table_name(table)
         self.conn = connect(url)
+        #: True once create() made the table; only then may it be filled, emptied or dropped.
+        self.owned = False
         #: Every pre-filled row is created at this second; rows made by the login workload
         #: are newer, which is how cleanup() finds them.
         self.created = int(time.time()) - 60
@@ -51,13 +64,31 @@ class BenchTable:
             return list(cur.fetchall())
 
     def create(self) -> None:
-        self.query(f"DROP TABLE IF EXISTS `{self.table}`")
-        self.query(sql.create_table(self.table))
+        """Create the table; a table of that name that already exists is left alone (SystemExit)."""
+        statement = sql.create_table(self.table).replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1)
+        try:
+            self.query(statement)
+        except pymysql.MySQLError as exc:
+            if exc.args and exc.args[0] == TABLE_EXISTS:
+                raise SystemExit(
+                    f"bench: table `{self.table}` already exists and this run did not create it: "
+                    "it is left alone (pass another --table, or leave --table out for a new name)"
+                ) from None
+            raise
+        self.owned = True
+
+    def _own(self, doing: str) -> None:
+        if not self.owned:
+            raise RuntimeError(f"bench: refusing to {doing} `{self.table}`: this run did not create it")
 
     def drop(self) -> None:
-        self.query(f"DROP TABLE IF EXISTS `{self.table}`")
+        """Drop the table if this run created it; a table it did not create is never dropped."""
+        if self.owned:
+            self.query(f"DROP TABLE IF EXISTS `{self.table}`")
+            self.owned = False
 
     def truncate(self) -> None:
+        self._own("empty")
         self.query(f"TRUNCATE TABLE `{self.table}`")
 
     def count(self) -> int:
@@ -77,6 +108,7 @@ class BenchTable:
         sorted appends to every index instead of splitting pages all over a table that is
         larger than the buffer pool (1,000,000 rows: ~15 s instead of ~160 s).
         """
+        self._own("fill")
         now = int(time.time())
         expiry = 1_000_000_000 if expired else now + LIFETIME
         ids = [secrets.token_urlsafe(32) for _ in range(count)]
@@ -105,6 +137,7 @@ class BenchTable:
 
     def cleanup_new_rows(self) -> int:
         """Delete the rows the login workload created (newer than the pre-filled ones)."""
+        self._own("delete rows of")
         total = 0
         while True:
             with self.conn.cursor() as cur:

@@ -29,10 +29,10 @@ def run_once() -> None:
 
     sys.path.insert(0, str(HERE))
     import cpu
-    from filldb import BenchTable
+    from filldb import BenchTable, unique_table_name
 
     app, workload, count, concurrency = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    table_name = f"bench_instr_{app}_{workload}_{count}"
+    table_name = unique_table_name("asgi_mysql_session_bench_instr")
     os.environ["BENCH_TABLE"] = table_name
     table = BenchTable(os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"), table_name)
     table.create()

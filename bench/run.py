@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from filldb import BenchTable, signed_cookies
+from filldb import BenchTable, signed_cookies, unique_table_name
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -434,6 +434,7 @@ class Config:
     retries: int
     quiet_wait: float
     sweep_batch: int
+    keep_table: bool = False
 
 
 class Bench:
@@ -523,6 +524,8 @@ class Bench:
 
     def wait_quiet(self) -> float:
         """Wait (up to --quiet-wait s) until other processes leave the CPUs nearly idle."""
+        if self.config.quiet_wait <= 0:
+            return 0.0
         started = time.monotonic()
         ours = [s.pid for s in self.all_servers()]
         while True:
@@ -683,8 +686,11 @@ class Bench:
         for server in self.all_servers():
             server.stop()
         for table in filter(None, (self.table, self.big_table)):
-            with contextlib.suppress(Exception):
-                table.drop()
+            if self.config.keep_table and table.owned:
+                say(f"bench: kept table `{table.table}` (--keep-table)")
+            else:
+                with contextlib.suppress(Exception):
+                    table.drop()  # only a table this run created
             table.close()
         for tmp in ("ids.tmp", "cookies.tmp", "ids-small.tmp", "ids-big.tmp"):
             (RESULTS / tmp).unlink(missing_ok=True)
@@ -1079,7 +1085,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument("--quiet-wait", type=float, default=30, help="max seconds to wait for an idle machine")
     p.add_argument("--generator", choices=("auto", "wrk", "asyncio"), default="auto")
     p.add_argument("--port", type=int, default=8101, help="first of the ports the apps listen on")
-    p.add_argument("--table", default="bench_session")
+    p.add_argument(
+        "--table",
+        help="table the run creates (default: a new asgi_mysql_session_bench_<random> each run); "
+        "an existing table of that name is never used, emptied or dropped",
+    )
     p.add_argument("--keep-table", action="store_true", help="do not drop the bench table at the end")
     p.add_argument("--report", type=Path, help="only print and redraw the report of a results JSON")
     p.add_argument("--out", type=Path, help="results file stem (default bench/results/results|quick)")
@@ -1087,7 +1097,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     if a.million:
         a.sessions = 1_000_000
     if a.quick:
-        a.rounds, a.duration, a.warmup, a.retries, a.quiet_wait = 1, 2, 0.5, 0, 5
+        # A smoke run (about a minute): every cell runs once, briefly, and never waits for an
+        # idle machine; its numbers show that everything works, not how fast.
+        a.rounds, a.duration, a.warmup, a.retries, a.quiet_wait = 1, 1, 0.25, 0, 0
         a.sessions = min(a.sessions, 1_000)
         a.sweep_rows = min(a.sweep_rows, 50_000)
         a.scale, a.scale_small = min(a.scale, 50_000), min(a.scale_small, 1_000)
@@ -1100,7 +1112,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     a.out = a.out or RESULTS / ("quick" if a.quick else "results")
     return Config(
         url=os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-        table=a.table,
+        table=a.table or unique_table_name(),
         sessions=a.sessions,
         rounds=a.rounds,
         duration=a.duration,
@@ -1118,6 +1130,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         retries=a.retries,
         quiet_wait=a.quiet_wait,
         sweep_batch=a.sweep_batch,
+        keep_table=a.keep_table,
     ), a
 
 

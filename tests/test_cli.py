@@ -219,6 +219,38 @@ def test_init_creates_the_table_and_twice_is_fine(
     assert db.query(f"SELECT COUNT(*) FROM `{table}`") == [(1,)]
 
 
+def test_init_print_sql_needs_no_database_and_prints_the_packaged_schema(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MYSQL_URL", raising=False)
+    assert main(["init", "--print-sql"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == sql.SCHEMA and captured.err == ""
+    # --table before or after the command; an unreachable DSN is never used.
+    for argv in (
+        ["--table", "my_sessions", "init", "--print-sql"],
+        ["init", "--print-sql", "--table", "my_sessions"],
+    ):
+        assert main(["--dsn", "mysql://nobody@192.0.2.1:1/none", *argv]) == 0
+        assert capsys.readouterr().out == sql.schema_sql("my_sessions")
+    assert "CREATE TABLE IF NOT EXISTS `my_sessions` (" in sql.schema_sql("my_sessions")
+
+
+def test_init_print_sql_refuses_a_bad_table_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", "--print-sql", "--table", "x`; DROP TABLE y"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "invalid table name" in captured.err
+
+
+def test_the_printed_ddl_makes_the_same_table_as_init(
+    capsys: pytest.CaptureFixture[str], db: Database, table: str, other_table: str
+) -> None:
+    assert main(["init", "--print-sql", "--table", other_table]) == 0
+    db.query(capsys.readouterr().out)  # as a DBA would apply it: comments, statement and ';'
+    assert run(capsys, "--table", table, "init")[0] == 0
+    assert shape(db, table) == shape(db, other_table)
+
+
 def test_init_makes_the_same_table_as_the_provider(
     capsys: pytest.CaptureFixture[str], db: Database, table: str, other_table: str
 ) -> None:

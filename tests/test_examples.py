@@ -7,8 +7,8 @@ import sys
 from types import ModuleType
 
 import pytest
+from asgitools import serve, websocket_connect
 from conftest import MYSQL_URL
-from starlette.testclient import TestClient
 
 
 def load_example(name: str, table: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -19,45 +19,47 @@ def load_example(name: str, table: str, monkeypatch: pytest.MonkeyPatch) -> Modu
     return importlib.import_module(name)
 
 
-def test_starlette_example_login_counter_websocket_logout(
+async def test_starlette_example_login_counter_websocket_logout(
     table: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     example = load_example("starlette_app", table, monkeypatch)
-    with TestClient(example.app) as http:
-        assert http.get("/login", params={"user": "ada"}).json() == {"user": "ada"}
-        assert http.post("/counter").json() == {"n": 1}
-        assert http.post("/counter").json() == {"n": 2}
-        assert http.get("/").text == "hello ada; visits counted: 2\n"
-        with http.websocket_connect("/ws") as ws:
-            ws.send_text("hi")
-            assert ws.receive_text() == "ada: hi"
-        assert http.post("/logout").status_code == 200
-        assert http.get("/whoami").json() == {"user": None}
+    async with serve(example.app) as http:
+        assert (await http.get("/login", params={"user": "ada"})).json() == {"user": "ada"}
+        assert (await http.post("/counter")).json() == {"n": 1}
+        assert (await http.post("/counter")).json() == {"n": 2}
+        assert (await http.get("/")).text == "hello ada; visits counted: 2\n"
+        async with websocket_connect(http, "/ws") as ws:
+            await ws.send_text("hi")
+            assert await ws.receive_text() == "ada: hi"
+        assert (await http.post("/logout")).status_code == 200
+        assert (await http.get("/whoami")).json() == {"user": None}
     assert not example.provider.is_open
 
 
-def test_starlette_example_logs_out_everywhere(table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_starlette_example_logs_out_everywhere(table: str, monkeypatch: pytest.MonkeyPatch) -> None:
     example = load_example("starlette_app", table, monkeypatch)
-    with TestClient(example.app) as http:
-        http.get("/login", params={"user": "ada"})
+    async with serve(example.app) as http:
+        await http.get("/login", params={"user": "ada"})
         laptop = http.cookies["session"]
         http.cookies.clear()
-        http.get("/login", params={"user": "ada"})  # the phone
-        assert http.post("/logout-everywhere").json() == {"ended": 2}
+        await http.get("/login", params={"user": "ada"})  # the phone
+        assert (await http.post("/logout-everywhere")).json() == {"ended": 2}
         http.cookies.clear()
         http.cookies.set("session", laptop)
-        assert http.get("/whoami").json() == {"user": None}
+        assert (await http.get("/whoami")).json() == {"user": None}
 
 
-def test_fastapi_example_uses_the_session_dependency(table: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_fastapi_example_uses_the_session_dependency(
+    table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     example = load_example("fastapi_app", table, monkeypatch)
-    with TestClient(example.app) as http:
-        assert http.post("/login", params={"user": "bob"}).json() == {"user": "bob"}
-        assert http.post("/counter").json() == {"n": 1}
-        assert http.get("/whoami").json() == {"user": "bob"}
-        with http.websocket_connect("/ws") as ws:
-            ws.send_text("hi")
-            assert ws.receive_text() == "bob: hi"
-        assert http.get("/health").json() == {"ok": True}
-        assert http.post("/logout").json() == {"ok": True}
-        assert http.get("/whoami").json() == {"user": None}
+    async with serve(example.app) as http:
+        assert (await http.post("/login", params={"user": "bob"})).json() == {"user": "bob"}
+        assert (await http.post("/counter")).json() == {"n": 1}
+        assert (await http.get("/whoami")).json() == {"user": "bob"}
+        async with websocket_connect(http, "/ws") as ws:
+            await ws.send_text("hi")
+            assert await ws.receive_text() == "bob: hi"
+        assert (await http.get("/health")).json() == {"ok": True}
+        assert (await http.post("/logout")).json() == {"ok": True}
+        assert (await http.get("/whoami")).json() == {"user": None}

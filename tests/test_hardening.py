@@ -66,7 +66,8 @@ async def test_a_dropped_table_gives_the_configured_503_under_uvicorn_logged_onc
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             read = await http.get("/read")
-            fresh = await httpx.AsyncClient(base_url=url).get("/set", params={"a": "1"})
+            async with httpx.AsyncClient(base_url=url) as stranger:
+                fresh = await stranger.get("/set", params={"a": "1"})
             untouched = await http.get("/noop")
     assert (read.status_code, read.text) == (503, "sessions are down")
     assert (fresh.status_code, fresh.text) == (503, "sessions are down")

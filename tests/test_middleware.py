@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from asgitools import serve, websocket_connect
 from conftest import MYSQL_URL, Database, FakeClock, StatementCounter
 from sessionapp import client, make_app
-from starlette.testclient import TestClient
 
 from asgi_mysql_session import MySQLSessionProvider, SessionConfigError, SessionMiddleware
 
@@ -376,42 +376,46 @@ def lifespan_provider(table: str) -> MySQLSessionProvider:
     return MySQLSessionProvider(MYSQL_URL, table=table, gc_interval=None)
 
 
-def test_lifespan_opens_and_closes_the_provider(provider: MySQLSessionProvider, table: str) -> None:
+async def test_lifespan_opens_and_closes_the_provider(provider: MySQLSessionProvider, table: str) -> None:
     own = lifespan_provider(table)
-    with TestClient(make_app(own)) as tc:
+    async with serve(make_app(own)) as tc:
         assert own.is_open
-        assert tc.get("/set", params={"a": "1"}).status_code == 200
+        assert (await tc.get("/set", params={"a": "1"})).status_code == 200
     assert not own.is_open
 
 
-def test_lifespan_leaves_an_explicitly_opened_provider_to_its_owner(provider: MySQLSessionProvider) -> None:
-    with TestClient(make_app(provider)):
+async def test_lifespan_leaves_an_explicitly_opened_provider_to_its_owner(
+    provider: MySQLSessionProvider,
+) -> None:
+    async with serve(make_app(provider)):
         pass
     assert provider.is_open
 
 
-def test_websocket_reads_the_session_and_saves_changes_on_close(
+async def test_websocket_reads_the_session_and_saves_changes_on_close(
     table: str, provider: MySQLSessionProvider
 ) -> None:
-    with TestClient(make_app(lifespan_provider(table))) as tc:
-        tc.get("/set", params={"user": "ada"})
-        with tc.websocket_connect("/ws") as ws:
-            ws.send_text("hello")
-            assert ws.receive_text() == "ada: hello"
-            ws.send_text("set color=blue")
-            assert ws.receive_text() == "ok"
-        assert tc.get("/read").json() == {"user": "ada", "color": "blue"}
+    async with serve(make_app(lifespan_provider(table))) as tc:
+        await tc.get("/set", params={"user": "ada"})
+        async with websocket_connect(tc, "/ws") as ws:
+            await ws.send_text("hello")
+            assert await ws.receive_text() == "ada: hello"
+            await ws.send_text("set color=blue")
+            assert await ws.receive_text() == "ok"
+        assert (await tc.get("/read")).json() == {"user": "ada", "color": "blue"}
 
 
-def test_websocket_changes_can_be_saved_mid_connection(table: str, provider: MySQLSessionProvider) -> None:
-    with TestClient(make_app(lifespan_provider(table))) as tc:
-        tc.get("/set", params={"user": "ada"})
-        with tc.websocket_connect("/ws") as ws:
-            ws.send_text("set step=1")
-            assert ws.receive_text() == "ok"
-            ws.send_text("save")
-            assert ws.receive_text() == "saved"
-            assert tc.get("/read").json() == {"user": "ada", "step": "1"}
+async def test_websocket_changes_can_be_saved_mid_connection(
+    table: str, provider: MySQLSessionProvider
+) -> None:
+    async with serve(make_app(lifespan_provider(table))) as tc:
+        await tc.get("/set", params={"user": "ada"})
+        async with websocket_connect(tc, "/ws") as ws:
+            await ws.send_text("set step=1")
+            assert await ws.receive_text() == "ok"
+            await ws.send_text("save")
+            assert await ws.receive_text() == "saved"
+            assert (await tc.get("/read")).json() == {"user": "ada", "step": "1"}
 
 
 # -- header transport, two workers, logs ------------------------------------------------------------

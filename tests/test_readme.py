@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgitools import serve
 from conftest import MYSQL_URL
-from starlette.testclient import TestClient
 
 from asgi_mysql_session import cli
 
@@ -36,21 +36,21 @@ def test_readme_has_the_expected_blocks() -> None:
     assert blocks("sh")[0].startswith("make test")
 
 
-def test_starlette_quick_start(table: str) -> None:
+async def test_starlette_quick_start(table: str) -> None:
     ns = run_python(blocks("python")[0], table)
-    with TestClient(ns["app"]) as http:
-        assert http.get("/login", params={"user": "ada"}).json() == {"user": "ada"}
-        assert http.get("/counter").json() == {"n": 1}
-        assert http.get("/counter").json() == {"n": 2}
-        assert http.get("/logout").json() == {"ok": True}
-        assert http.get("/counter").json() == {"n": 1}  # a fresh session after logout
+    async with serve(ns["app"]) as http:
+        assert (await http.get("/login", params={"user": "ada"})).json() == {"user": "ada"}
+        assert (await http.get("/counter")).json() == {"n": 1}
+        assert (await http.get("/counter")).json() == {"n": 2}
+        assert (await http.get("/logout")).json() == {"ok": True}
+        assert (await http.get("/counter")).json() == {"n": 1}  # a fresh session after logout
 
 
-def test_fastapi_quick_start(table: str) -> None:
+async def test_fastapi_quick_start(table: str) -> None:
     ns = run_python(blocks("python")[1], table)
-    with TestClient(ns["app"]) as http:
-        assert http.post("/counter").json() == {"n": 1}
-        assert http.post("/counter").json() == {"n": 2}
+    async with serve(ns["app"]) as http:
+        assert (await http.post("/counter")).json() == {"n": 1}
+        assert (await http.post("/counter")).json() == {"n": 2}
 
 
 def test_provider_walkthrough(table: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,19 +58,19 @@ def test_provider_walkthrough(table: str, capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().out == "live sessions: 1\nexpired rows swept: 0\n"
 
 
-def test_serialized_mode_snippet(table: str) -> None:
+async def test_serialized_mode_snippet(table: str) -> None:
     ns = run_python(blocks("python")[3], table)
-    with TestClient(ns["app"]) as http:
-        assert http.get("/cart").status_code == 404  # no routes; the middleware is configured
+    async with serve(ns["app"]) as http:
+        assert (await http.get("/cart")).status_code == 404  # no routes; the middleware is configured
     middleware = ns["app"].user_middleware[0]
     assert middleware.kwargs["serialize"] == ["/cart", "/checkout"]
 
 
-def test_migration_snippet(table: str) -> None:
+async def test_migration_snippet(table: str) -> None:
     ns = run_python(blocks("python")[4], table)
     assert ns["provider"].max_lifetime == 14 * 24 * 3600
-    with TestClient(ns["app"]) as http:
-        assert http.get("/").status_code == 404
+    async with serve(ns["app"]) as http:
+        assert (await http.get("/")).status_code == 404
 
 
 def test_make_targets_in_the_readme_exist() -> None:

@@ -9,7 +9,14 @@ from conftest import Database
 
 from asgi_mysql_session import InvalidSessionId, MySQLSessionProvider, sql
 
-SCHEMA = Path(__file__).resolve().parent.parent / "schema.sql"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGED = ROOT / "asgi_mysql_session" / "schema.sql"
+#: A copy at the repository root, for those who apply the DDL by hand from a checkout.
+SCHEMA = ROOT / "schema.sql"
+
+
+def test_the_root_schema_sql_is_a_copy_of_the_packaged_one() -> None:
+    assert SCHEMA.read_bytes() == PACKAGED.read_bytes(), "cp asgi_mysql_session/schema.sql schema.sql"
 
 
 def test_schema_sql_is_the_ddl_the_provider_creates() -> None:
@@ -17,6 +24,16 @@ def test_schema_sql_is_the_ddl_the_provider_creates() -> None:
         line for line in SCHEMA.read_text().splitlines() if not line.startswith("--")
     ).strip()
     assert statement == sql.create_table("session") + ";"
+
+
+def test_the_ddl_is_read_from_the_packaged_file() -> None:
+    assert PACKAGED.read_text() == sql.SCHEMA
+    assert sql.schema_sql() == sql.SCHEMA
+    other = sql.schema_sql("other_table")
+    assert other == sql.SCHEMA.replace(
+        "CREATE TABLE IF NOT EXISTS `session` (", "CREATE TABLE IF NOT EXISTS `other_table` ("
+    )
+    assert sql.create_table("other_table") + ";" in other
 
 
 def test_every_column_has_a_comment(db: Database, provider: MySQLSessionProvider, table: str) -> None:

@@ -45,6 +45,7 @@ async def trickling(url: str, cookies: list[str]) -> AsyncIterator[list[asyncio.
         readers = []
         for cookie in cookies:
             reader, writer = await asyncio.open_connection(where.hostname, where.port)
+            stack.push_async_callback(writer.wait_closed)
             stack.callback(writer.close)
             writer.write(
                 f"POST /ser HTTP/1.1\r\nHost: x\r\nCookie: session={cookie}\r\n"
