@@ -54,6 +54,18 @@ demo-fastapi: db
 	$(DEMO_STEPS)
 	$(BIN)/uvicorn examples.fastapi_app:app --host 127.0.0.1 --port 8000
 
+# The demo page in headless Chromium (tests/browser), not part of `make test`. Uses Debian's
+# chromium (installed with apt-get when missing and we are root); never downloads a browser.
+test-browser: db
+	@if [ ! -x /usr/bin/chromium ] || ! command -v openssl >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium openssl; \
+		else \
+			echo "test-browser: install Debian's chromium and openssl packages (as root)"; exit 1; \
+		fi; \
+	fi
+	$(BIN)/pytest tests/browser -p no:cacheprovider
+
 # The provider API step by step, without a web server.
 tour: db
 	$(BIN)/python examples/provider_tour.py
