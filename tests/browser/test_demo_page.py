@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from conftest import AppServer
-from playwright.sync_api import BrowserContext, Page, Request, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Request, expect
 
 USER = "ada"
 
@@ -131,6 +131,9 @@ def test_default_cookie_logs_in_over_plain_http(context: BrowserContext, server:
 
 
 def test_back_after_logout_does_not_show_the_private_page(context: BrowserContext, server: AppServer) -> None:
+    """Passes even without ``no-store``: the page varies on Cookie and logout expired the cookie.
+    The next test is the one that needs ``no-store``. (Playwright turns the back/forward cache
+    off, so these are about the HTTP cache.)"""
     page = context.new_page()
     log_in(page, server)
     page.click("#increment")
@@ -207,3 +210,25 @@ def test_secure_cookie_needs_https_except_on_loopback(
     with page.expect_response(f"http://demo.test:{port}/login") as answer:
         page.click("#login-button")
     assert answer.value.status == 403  # no cookie came back: no session, no CSRF token
+
+
+def test_back_after_logout_elsewhere_does_not_show_the_private_page(
+    browser: Browser, context: BrowserContext, server: AppServer
+) -> None:
+    """The cookie of this browser does not change when another device logs out everywhere, so
+    only ``no-store`` keeps the HTTP cache's copy of the private page from being shown (checked:
+    this test fails when demo_page.NO_STORE is emptied)."""
+    page = context.new_page()
+    log_in(page, server)
+    page.goto(f"{server.url}/whoami")
+    other = browser.new_context()
+    try:
+        log_in(other.new_page(), server)
+        other.pages[0].click("#logout-everywhere")
+        expect(other.pages[0].locator("#login")).to_be_visible()
+    finally:
+        other.close()
+    page.go_back()
+    page.wait_for_load_state()
+    assert USER not in page.content()
+    expect(page.locator("#login")).to_be_visible()
