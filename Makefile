@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo tour db bench soak dist clean
+.PHONY: test lint typecheck pytest demo demo-fastapi test-browser tour db bench soak dist clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +28,43 @@ pytest: db
 
 test: lint typecheck pytest
 
-# The Starlette example under uvicorn; the lifespan creates the table.
+# The example app under uvicorn (the Starlette one, or the same app in FastAPI); the lifespan
+# creates the table. The page is at / in a browser; the steps below drive its JSON API with curl
+# (every POST carries the session's CSRF token, fetched from /csrf; login renews it).
+define DEMO_STEPS
+	@echo "Try, in a browser: http://127.0.0.1:8000/  or with curl:"
+	@echo '  T=$$(curl -s -c /tmp/jar -b /tmp/jar http://127.0.0.1:8000/csrf)'
+	@echo '  curl -c /tmp/jar -b /tmp/jar -H "X-CSRF-Token: $$T" -d user=ada http://127.0.0.1:8000/login'
+	@echo '  T=$$(curl -s -c /tmp/jar -b /tmp/jar http://127.0.0.1:8000/csrf)   # a new token after login'
+	@echo '  curl -c /tmp/jar -b /tmp/jar -H "X-CSRF-Token: $$T" -X POST http://127.0.0.1:8000/counter'
+	@echo '  curl -c /tmp/jar -b /tmp/jar -H "X-CSRF-Token: $$T" -d value=dark http://127.0.0.1:8000/theme'
+	@echo '  curl -c /tmp/jar -b /tmp/jar http://127.0.0.1:8000/'
+	@echo '  curl -c /tmp/jar -b /tmp/jar -H "X-CSRF-Token: $$T" -X POST http://127.0.0.1:8000/logout'
+	@echo '  curl http://127.0.0.1:8000/metrics'
+	@echo "(Ctrl-C stops it)"
+endef
+
 demo: db
-	@echo "Starlette example on http://127.0.0.1:8000 (Ctrl-C stops it). Try:"
-	@echo "  curl -c /tmp/jar -b /tmp/jar 'http://127.0.0.1:8000/login?user=ada'"
-	@echo "  curl -c /tmp/jar -b /tmp/jar -X POST http://127.0.0.1:8000/counter"
-	@echo "  curl -c /tmp/jar -b /tmp/jar http://127.0.0.1:8000/"
-	@echo "  curl -c /tmp/jar -b /tmp/jar -X POST http://127.0.0.1:8000/logout"
+	@echo "Starlette example on http://127.0.0.1:8000"
+	$(DEMO_STEPS)
 	$(BIN)/uvicorn examples.starlette_app:app --host 127.0.0.1 --port 8000
+
+demo-fastapi: db
+	@echo "FastAPI example (the same app) on http://127.0.0.1:8000"
+	$(DEMO_STEPS)
+	$(BIN)/uvicorn examples.fastapi_app:app --host 127.0.0.1 --port 8000
+
+# The demo page in headless Chromium (tests/browser), not part of `make test`. Uses Debian's
+# chromium (installed with apt-get when missing and we are root); never downloads a browser.
+test-browser: db
+	@if [ ! -x /usr/bin/chromium ] || ! command -v openssl >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium openssl; \
+		else \
+			echo "test-browser: install Debian's chromium and openssl packages (as root)"; exit 1; \
+		fi; \
+	fi
+	$(BIN)/pytest tests/browser -p no:cacheprovider
 
 # The provider API step by step, without a web server.
 tour: db

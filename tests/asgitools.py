@@ -75,11 +75,13 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+async def serve(app: ASGIApp, base_url: str = BASE_URL) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of ``app`` with the app's lifespan running, like ``with TestClient(app)``."""
     async with (
         lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as http,
+        httpx.AsyncClient(  # follows redirects, as TestClient did
+            transport=httpx.ASGITransport(app=app), base_url=base_url, follow_redirects=True
+        ) as http,
     ):
         yield http
 
