@@ -287,7 +287,7 @@ def stop_node(nd: Node, sig: signal.Signals = signal.SIGTERM) -> None:
 # --- state -------------------------------------------------------------------------------------
 
 
-def connect(nd: Node, timeout: float = 2) -> pymysql.Connection:  # type: ignore[type-arg]
+def connect(nd: Node, timeout: float = 2) -> pymysql.Connection:
     return pymysql.connect(
         unix_socket=str(nd.socket), user="root", password="", connect_timeout=timeout, autocommit=True
     )
@@ -357,7 +357,9 @@ def fail(nd: Node, message: str) -> None:
     sys.exit(1)
 
 
-def wait_ready(nodes: list[Node], size: int | None, timeout: float = START_TIMEOUT) -> None:
+def wait_ready(
+    nodes: list[Node], size: int | None, timeout: float = START_TIMEOUT, announce: bool = True
+) -> None:
     """Wait until every node is Synced, Primary, wsrep_ready=ON (and of the given cluster size)."""
     deadline = time.monotonic() + timeout
     waiting = list(nodes)
@@ -367,7 +369,8 @@ def wait_ready(nodes: list[Node], size: int | None, timeout: float = START_TIMEO
                 fail(nd, "mariadbd exited while starting")
             status = wsrep_status(nd)
             if is_ready(status) and (size is None or int(status["wsrep_cluster_size"]) >= size):  # type: ignore[index]
-                say(f"node{nd.n}: ready (cluster size {status['wsrep_cluster_size']})")  # type: ignore[index]
+                if announce:
+                    say(f"node{nd.n}: ready (cluster size {status['wsrep_cluster_size']})")  # type: ignore[index]
                 waiting.remove(nd)
         if waiting and time.monotonic() > deadline:
             fail(waiting[0], f"not ready after {timeout:.0f} s")
@@ -405,12 +408,13 @@ def start(*numbers: int) -> None:
     running = [nd for nd in map(node, NODES) if running_pid(nd) is not None]
     to_start = [nd for nd in wanted if nd not in running]
     if not to_start:
-        wait_ready(wanted, None)
-        say("all requested nodes already running")
+        wait_ready(wanted, None, announce=False)
+        say(f"{len(wanted)} node(s) already running and ready; nothing to start")
         return
 
     if running:
         wait_primary(running)
+        wait_departed(running)
     else:
         fresh = not any(initialised(nd) for nd in map(node, NODES))
         if fresh:
@@ -432,7 +436,26 @@ def start(*numbers: int) -> None:
         launch(nd, bootstrap=False)
     wait_ready(to_start, None)
     expected = len([nd for nd in map(node, NODES) if running_pid(nd) is not None])
-    wait_ready(wanted, expected)
+    wait_ready(wanted, expected, announce=False)
+    say(f"{len(wanted)} node(s) ready, cluster size {expected}")
+
+
+def wait_departed(running: list[Node], timeout: float = 30) -> None:
+    """Wait until the running nodes no longer count a member that was just killed.
+
+    A node restarted while the others still hold its dead predecessor in their view goes
+    through a round of non-primary views before it is let in (about 15 s instead of 5).
+    """
+    deadline = time.monotonic() + timeout
+    announced = False
+    while time.monotonic() < deadline:
+        sizes = [int((wsrep_status(nd) or {}).get("wsrep_cluster_size", "0")) for nd in running]
+        if all(size <= len(running) for size in sizes):
+            return
+        if not announced:
+            say(f"waiting until the running nodes drop the dead member(s) (cluster size {max(sizes)})")
+            announced = True
+        time.sleep(0.25)
 
 
 def wait_primary(running: list[Node], timeout: float = 20) -> None:

@@ -41,7 +41,7 @@ URLS = [u.strip() for u in os.environ.get("CLUSTER_URLS", ",".join(DEFAULT_URLS)
 LOCAL = URLS == DEFAULT_URLS
 
 
-def connect(url: str, **kwargs: Any) -> pymysql.Connection:  # type: ignore[type-arg]
+def connect(url: str, **kwargs: Any) -> pymysql.Connection:
     return pymysql.connect(**parse_dsn(url).pymysql_args(), autocommit=True, connect_timeout=5, **kwargs)
 
 
