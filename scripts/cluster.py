@@ -12,7 +12,8 @@ Each node runs mariadbd directly with its own config file, datadir, socket, pid 
 under .cluster/nodeN/ (git-ignored). The PID the script launched is recorded in
 .cluster/nodeN/launched.pid and processes are only ever signalled by that PID, after checking
 that its command line names this node's config file: the shared server on :3306 is a mariadbd
-too. Ports: SQL 3311-3313, gcomm 4511-4513, IST 4521-4523, SST 4531-4533.
+too. Ports: SQL 3311-3313, gcomm 4511-4513, IST 4521-4523, SST 4531-4533, all shifted by
+CLUSTER_PORT_OFFSET (say 100) for a second cluster, whose folder CLUSTER_DIR then names.
 
 Importable from tests: ``start()``, ``start(2)``, ``kill(2)``, ``stop()``, ``node_status(2)``.
 """
@@ -41,6 +42,8 @@ GALERA = "/usr/lib/galera/libgalera_smm.so"
 DATABASE = "test"
 START_TIMEOUT = float(os.environ.get("CLUSTER_START_TIMEOUT", "180"))
 STOP_TIMEOUT = 60.0
+# Shifts every port, for a second cluster on the same machine (e.g. 100: SQL 3411-3413).
+OFFSET = int(os.environ.get("CLUSTER_PORT_OFFSET", "0"))
 
 
 def say(message: str) -> None:
@@ -48,19 +51,19 @@ def say(message: str) -> None:
 
 
 def sql_port(n: int) -> int:
-    return 3310 + n
+    return 3310 + OFFSET + n
 
 
 def gcomm_port(n: int) -> int:
-    return 4510 + n
+    return 4510 + OFFSET + n
 
 
 def ist_port(n: int) -> int:
-    return 4520 + n
+    return 4520 + OFFSET + n
 
 
 def sst_port(n: int) -> int:
-    return 4530 + n
+    return 4530 + OFFSET + n
 
 
 def url(n: int) -> str:
