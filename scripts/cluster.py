@@ -461,7 +461,7 @@ def wait_departed(running: list[Node], timeout: float = 30) -> None:
         time.sleep(0.25)
 
 
-def wait_primary(running: list[Node], timeout: float = 20) -> None:
+def wait_primary(running: list[Node], timeout: float = 8) -> None:
     """Running nodes must form a Primary component before others can join; restore one if not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
