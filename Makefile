@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo demo-fastapi test-browser tour db bench soak dist clean
+.PHONY: test lint typecheck pytest demo demo-fastapi test-browser tour db bench soak dist clean cluster cluster-stop cluster-status test-cluster
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,21 @@ dist: $(BIN)/.installed
 	rm -rf dist build
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*
+
+# A 3-node MariaDB Galera cluster on loopback (SQL ports 3311-3313, data and logs in .cluster/),
+# not part of `make test` (tests/cluster/README.md). `make cluster` is idempotent: it starts
+# only the nodes that are down. `scripts/cluster.py kill N` / `start N` crash and restart one.
+cluster: $(BIN)/.installed
+	$(BIN)/python scripts/cluster.py start
+
+cluster-stop: $(BIN)/.installed
+	$(BIN)/python scripts/cluster.py stop
+
+cluster-status: $(BIN)/.installed
+	$(BIN)/python scripts/cluster.py status
+
+test-cluster: cluster
+	$(BIN)/pytest tests/cluster -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
