@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,17 +253,21 @@ def launch(nd: Node, bootstrap: bool) -> int:
         log.write(f"\n=== cluster.py {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n")
         log.flush()
         hand_over(nd)
-        proc = subprocess.Popen(
-            cmd,
+        # The node outlives this process: a shell in a new session (a Ctrl-C in make or
+        # pytest does not reach it) starts it in the background and says its PID. A Popen
+        # of the node itself would warn, when collected, that its child still runs.
+        logged = f">>{shlex.quote(str(nd.log))} 2>&1"
+        shell = subprocess.run(
+            ["setsid", "sh", "-c", f"{shlex.join(cmd)} </dev/null {logged} & echo $!"],
+            stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in make or pytest does not reach the node
-            close_fds=True,
+            text=True,
+            check=True,
         )
-    nd.pidfile.write_text(f"{proc.pid}\n")
-    say(f"node{nd.n}: started pid {proc.pid}{' (bootstrapping a new cluster)' if bootstrap else ''}")
-    return proc.pid
+    pid = int(shell.stdout.strip())
+    nd.pidfile.write_text(f"{pid}\n")
+    say(f"node{nd.n}: started pid {pid}{' (bootstrapping a new cluster)' if bootstrap else ''}")
+    return pid
 
 
 def wait_gone(pid: int, nd: Node, timeout: float) -> bool:
@@ -301,6 +308,13 @@ def wsrep_status(nd: Node) -> dict[str, str] | None:
     try:
         conn = connect(nd)
     except pymysql.err.MySQLError:
+        conn = None
+    if conn is None:
+        # PyMySQL leaves the socket of a handshake that failed (a node starting up) open;
+        # collect it here, quietly, rather than as a ResourceWarning in whatever runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         return None
     try:
         with conn.cursor() as cur:
