@@ -30,6 +30,7 @@ from typing import Any, TextIO
 import pymysql
 
 from . import sql
+from .coordination import Cluster, detect
 from .dsn import parse_dsn
 from .errors import SessionBackendError, SessionConfigError, SessionError, SessionSchemaError
 from .ids import is_well_formed, log_id
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only print the DDL (schema.sql for --table) to apply by hand; connects to nothing, "
         "needs no DSN",
+    )
+    init.add_argument(
+        "--galera",
+        action="store_true",
+        help="with --print-sql: also print the lease table a Galera cluster needs (init itself "
+        "creates it when it finds a Galera node)",
     )
     commands.add_parser(
         "check",
@@ -215,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init" and args.print_sql:
         try:
             sys.stdout.write(sql.schema_sql(args.table))
+            if args.galera:
+                sys.stdout.write("\n" + sql.lease_schema_sql(args.table))
         except SessionConfigError as exc:
             return _fail(str(exc), 2)
         return 0
@@ -396,11 +405,26 @@ def _report(state: TableState, provider: MySQLSessionProvider, out: TextIO) -> i
 # -- init and check ----------------------------------------------------------------------
 
 
+async def _cluster_of(link: _Link) -> Cluster:
+    """Galera or a single server, as the provider finds it at open."""
+    try:
+        return await detect(link.conn)
+    except pymysql.err.MySQLError as exc:
+        raise SessionBackendError(f"cannot tell whether this is a Galera cluster: {exc}") from exc
+
+
 async def cmd_init(provider: MySQLSessionProvider, args: argparse.Namespace, out: TextIO) -> int:
     m = sql.maintenance(provider.table)
     async with _raw_link(provider, args) as link:
         before = await _inspect(link, m)
         await link.execute(m.create)  # IF NOT EXISTS: never touches an existing table
+        if await _cluster_of(link) is Cluster.GALERA:
+            await link.execute(sql.create_lease_table(provider.table))  # IF NOT EXISTS as well
+            print(
+                f"Galera cluster: lease table `{sql.lease_table_name(provider.table)}` is there "
+                "(named locks are node-local on Galera)",
+                file=out,
+            )
     if before is None:
         print(f"created table `{provider.table}` in database `{provider._database}`", file=out)
         return 0
@@ -513,6 +537,18 @@ async def cmd_upgrade(provider: MySQLSessionProvider, args: argparse.Namespace, 
                     "nothing was changed"
                 )
             _, rows = await link.execute(m.count_rows)
+            engine = state.engine or "unknown engine"
+            if engine.lower() != "innodb" and await _cluster_of(link) is Cluster.GALERA:
+                # Galera replicates InnoDB rows only: converting a MyISAM table in place would
+                # apply row changes that the other nodes cannot find (error 1032), and the
+                # cluster votes nodes out. Copy into a new InnoDB table and swap it in instead.
+                print(
+                    f"table `{table}` has the Go provider's schema ({engine}, {rows[0][0]} rows on this "
+                    "node) on a Galera cluster: copying it into a new InnoDB table",
+                    file=out,
+                )
+                await _copy_legacy(link, m, args, out)
+                return _report(await _inspected(link, m), provider, out)
             print(
                 f"table `{table}` has the Go provider's schema ({state.engine}, {rows[0][0]} rows): "
                 "upgrading it in place",
@@ -554,6 +590,42 @@ async def cmd_upgrade(provider: MySQLSessionProvider, args: argparse.Namespace, 
         )
         return 0
     return _report(state, provider, out)
+
+
+async def _inspected(link: _Link, m: sql.Maintenance) -> TableState:
+    state = await _inspect(link, m)
+    assert state is not None
+    return state
+
+
+async def _copy_legacy(link: _Link, m: sql.Maintenance, args: argparse.Namespace, out: TextIO) -> None:
+    """Galera and a non-InnoDB Go table: CREATE the new table, INSERT ... SELECT the converted
+    rows into it, then one atomic RENAME TABLE swaps it in; the old table is kept aside."""
+    new, backup = m.copy_names()
+    _, found = await link.execute(m.table_info, (backup,))
+    if found:
+        raise SessionSchemaError(
+            f"table `{backup}` exists (kept by an earlier upgrade?): rename or drop it, then run upgrade "
+            "again; nothing was changed"
+        )
+    await _step(link, "clearing an unfinished copy", f"DROP TABLE IF EXISTS `{new}`")
+    await _step(link, "creating the new table", sql.create_table(new))
+    copied = await _step(
+        link, "copying rows", m.copy_legacy(new, keep_data=not args.drop_data), (args.max_lifetime,)
+    )
+    await _step(link, "swapping the tables", m.swap(new, backup))
+    data = "emptied their unreadable data" if args.drop_data else "kept their data"
+    print(
+        f"  copied {copied} rows into InnoDB: key = SHA-256 of the stored id, deadline = last write + "
+        f"{args.max_lifetime}s; {data}",
+        file=out,
+    )
+    print(
+        f"  swapped it in with one RENAME TABLE; the old table is kept as `{backup}` (drop it once you "
+        "are satisfied). Galera does not replicate MyISAM rows: rows the Go application wrote "
+        "through other nodes are only there, and were not copied",
+        file=out,
+    )
 
 
 async def _convert_rows(link: _Link, m: sql.Maintenance, args: argparse.Namespace, out: TextIO) -> int:

@@ -27,6 +27,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from . import sql
+from .coordination import CAUSAL_READS, Cluster, Leases, cluster_option, detect, new_holder
 from .dsn import DSN, parse_dsn
 from .errors import (
     InvalidSessionId,
@@ -56,6 +57,9 @@ Clock = Callable[[], float]
 
 #: The connection holding the current task's session lock (serialized mode), if any.
 _HELD_LINK: ContextVar[_Link | None] = ContextVar("asgi_mysql_session_held_link", default=None)
+
+#: Attribute set on a connection once it ran the provider's session setup (Galera).
+_SETUP_MARK = "_asgi_mysql_session_setup"
 
 #: MySQL errors after which the same statement may simply run again.
 _RETRYABLE = {1213: "deadlock", 1205: "lock wait timeout"}
@@ -224,6 +228,9 @@ class MySQLSessionProvider:
         lock_connections: int | None = None,
         clock: Clock = time.time,
         observer: SessionObserver | None = None,
+        cluster: str | Cluster = "auto",
+        causal_reads: bool = True,
+        lease_ttl: float = 15.0,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise SessionConfigError("pass exactly one of dsn= or pool=")
@@ -284,6 +291,14 @@ class MySQLSessionProvider:
         self._request_locks = KeyedLocks()
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog = Watchdog()
+        #: "auto" detects at open(); "single" or "galera" forces the kind (tests, proxies).
+        self._cluster_option = cluster_option(cluster)
+        self.cluster: Cluster | None = None  # known once open
+        #: On Galera: every pooled connection runs ``SET SESSION wsrep_sync_wait = 1`` once.
+        self.causal_reads = causal_reads
+        #: On Galera: leases (sweep, serialized requests) instead of node-local GET_LOCK.
+        self.leases = Leases(self.table, lease_ttl)
+        self._session_setup: str | None = None  # the statement each connection runs once
         self._cli = False  # set by the CLI: remedies in messages name its commands
 
     # -- lifecycle -------------------------------------------------------------------
@@ -402,6 +417,32 @@ class MySQLSessionProvider:
             if not self._database:
                 _, rows = await link.execute("SELECT DATABASE()")
                 self._database = rows[0][0] or ""
+            await self._detect_cluster(link)
+
+    async def _detect_cluster(self, link: _Link) -> None:
+        """Galera or a single server (``cluster="auto"``); one uncounted statement at open."""
+        cluster = self._cluster_option
+        if cluster is None:
+            try:
+                cluster = await _bounded(detect(link.conn), self.timeout)
+            except (asyncio.TimeoutError, TimeoutError) as exc:
+                link.broken = True
+                message = f"the database did not answer within {self.timeout:g}s"
+                raise self._failed(message, "timeout") from exc
+            except pymysql.err.MySQLError as exc:
+                link.broken = not _is_server_error(exc)
+                message = f"cannot tell whether this is a Galera cluster: {exc}"
+                raise self._failed(message, "statement") from exc
+        self.cluster = cluster
+        if cluster is Cluster.GALERA:
+            self._session_setup = CAUSAL_READS if self.causal_reads else None
+            logger.info(
+                "Galera cluster: %s, leases in `%s`",
+                "causal reads (wsrep_sync_wait=1)" if self.causal_reads else "causal reads off",
+                self.leases.sql.table,
+            )
+        else:
+            self._session_setup = None
 
     async def _check_table(self) -> None:
         async with self._connection() as link:
@@ -409,6 +450,8 @@ class MySQLSessionProvider:
             if not rows and self.create_table:
                 await link.execute(sql.create_table(self.table))
                 _, rows = await link.execute(self.sql.columns, (self.table,))
+            if rows and self.cluster is Cluster.GALERA:
+                await self._check_lease_table(link)
         if not rows:
             raise self._failed(self._missing_table_message(), "schema", SessionSchemaError)
         found = {name.lower(): (dtype.lower(), nullable) for name, dtype, nullable in rows}
@@ -424,6 +467,23 @@ class MySQLSessionProvider:
                 f"{', '.join(wrong)}; `asgi-mysql-session check --table {self.table}` says what "
                 f"differs and `asgi-mysql-session upgrade --table {self.table}` converts a table "
                 "made by the Go provider",
+                "schema",
+                SessionSchemaError,
+            )
+
+    async def _check_lease_table(self, link: _Link) -> None:
+        """On Galera the lease table must be there (or be created with ``create_table``)."""
+        lease_table = self.leases.sql.table
+        _, rows = await link.execute(self.sql.columns, (lease_table,))
+        if not rows and self.create_table:
+            await link.execute(sql.create_lease_table(self.table))
+            _, rows = await link.execute(self.sql.columns, (lease_table,))
+        if not rows:
+            raise self._failed(
+                f"lease table `{lease_table}` does not exist in database `{self._database}`, and this "
+                "is a Galera cluster, where named locks are node-local: create it with "
+                f"`asgi-mysql-session init --table {self.table}` (or create_table=True), or print its "
+                f"DDL with `asgi-mysql-session init --print-sql --galera --table {self.table}`",
                 "schema",
                 SessionSchemaError,
             )
@@ -467,6 +527,8 @@ class MySQLSessionProvider:
             raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
         link = _Link(conn, self, True)
         try:
+            if self._session_setup is not None and getattr(conn, _SETUP_MARK, None) != self._session_setup:
+                await self._set_up(link)
             yield link
         except BaseException as exc:
             if not isinstance(exc, SessionError):  # cancelled or failed mid-statement
@@ -525,6 +587,8 @@ class MySQLSessionProvider:
             except (pymysql.err.MySQLError, OSError) as exc:
                 raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
             link = _Link(conn, self, False)
+            if self._session_setup is not None and getattr(conn, _SETUP_MARK, None) != self._session_setup:
+                await self._set_up(link)
             return await link.execute(statement, args)
         except asyncio.CancelledError as exc:  # link.execute marked its connection broken
             if watchdog.expired(token):
@@ -538,6 +602,13 @@ class MySQLSessionProvider:
             watchdog.disarm(token)
             if link is not None:
                 self._give_back(pool, link)
+
+    async def _set_up(self, link: _Link) -> None:
+        """Once per connection (Galera): the session settings, e.g. causal reads."""
+        setup = self._session_setup
+        assert setup is not None
+        await link.execute(setup)
+        setattr(link.conn, _SETUP_MARK, setup)
 
     # -- time and ids ----------------------------------------------------------------
 
@@ -714,9 +785,8 @@ class MySQLSessionProvider:
                 holding.callback(slots.release)
             except (asyncio.TimeoutError, TimeoutError):
                 raise SessionLockTimeout(f"session busy: no lock within {timeout:g}s") from None
-            held = await holding.enter_async_context(
-                self._locked(key_hash, max(0.0, deadline - time.monotonic()))
-            )
+            locked = self._leased if self.cluster is Cluster.GALERA else self._locked
+            held = await holding.enter_async_context(locked(key_hash, max(0.0, deadline - time.monotonic())))
             if not held:
                 await holding.aclose()  # an unknown id holds nothing while its request runs
             yield held
@@ -748,6 +818,30 @@ class MySQLSessionProvider:
             except SessionError:
                 link.broken = True  # the response is out: free the lock by closing
 
+    @asynccontextmanager
+    async def _leased(self, key_hash: str, wait: float) -> AsyncIterator[bool]:
+        """``_locked`` on Galera: a per-session lease row instead of a node-local named lock.
+
+        A causal read first checks that the session is live (a made-up id claims nothing),
+        then the lease is claimed, polling with backoff for up to ``wait`` seconds. No
+        connection is held while the handler runs: the lease is a row, renewed every third of
+        ``lease_ttl`` while the request lasts and deleted (by its holder only) at the end.
+        Common case: SELECT + INSERT + DELETE, three statements for GET_LOCK's two.
+        """
+        if not await self._live(key_hash):
+            yield False
+            return
+        name = f"session:{key_hash}"
+        holder = new_holder()
+        await self.leases.wait(self._execute, name, holder, wait)
+        async with self.leases.kept(self._execute, name, holder):
+            yield True
+
+    async def _live(self, key_hash: str) -> bool:
+        now = self.now()
+        _, rows = await self._execute(self.sql.exist, (key_hash, now, self.born_after(now)))
+        return bool(rows)
+
     # -- sweeping ----------------------------------------------------------------------
 
     def lock_name(self) -> str:
@@ -764,8 +858,16 @@ class MySQLSessionProvider:
         """Delete expired rows in batches of ``batch_size`` until none are left.
 
         With ``exclusive`` the sweep first takes a named lock (GET_LOCK) so that only one
-        process sweeps a table at a time; it returns None when another holds it.
+        process sweeps a table at a time; it returns None when another holds it. On Galera,
+        where named locks are node-local, it holds the table's ``sweep`` lease instead
+        (renewed while it runs, deleted at the end): one sweeper across every node.
         """
+        if exclusive and self.cluster is Cluster.GALERA:
+            holder = new_holder()
+            if not await self.leases.claim(self._execute, "sweep", holder):
+                return None
+            async with self.leases.kept(self._execute, "sweep", holder):
+                return await self.sweep(batch_size=batch_size, on_batch=on_batch)
         batch = batch_size or self.gc_batch_size
         total = 0
         started = time.perf_counter()

@@ -290,6 +290,26 @@ class Maintenance:
         clauses.append(f"ENGINE={self.engine}")
         return f"ALTER TABLE {t} " + ", ".join(clauses)
 
+    def copy_names(self) -> tuple[str, str]:
+        """(the new table a copying upgrade fills, the name the old table is kept under)."""
+        stem = self.table[:50]
+        return f"{stem}_upgrading", f"{stem}_go_backup"
+
+    def copy_legacy(self, new: str, keep_data: bool) -> str:
+        """Fills ``new`` (made from the DDL) with the Go provider's rows converted, in one
+        statement; ``%s`` is the max lifetime. The same conversion as the in-place upgrade."""
+        data = "COALESCE(session_data, '')" if keep_data else "''"
+        return (
+            f"INSERT INTO {_identifier(new)} (session_key, session_data, session_expiry, session_version, "
+            f"session_created, session_owner) SELECT SHA2(session_key, 256), {data}, session_expiry + %s, "
+            f"1, session_expiry, NULL FROM {_identifier(self.table)}"
+        )
+
+    def swap(self, new: str, backup: str) -> str:
+        """One atomic RENAME: the old table becomes ``backup``, ``new`` takes its name."""
+        t = _identifier(self.table)
+        return f"RENAME TABLE {t} TO {_identifier(backup)}, {_identifier(new)} TO {t}"
+
     def conform(self, present: frozenset[str], drop_keys: tuple[str, ...], add_keys: tuple[str, ...]) -> str:
         """One ALTER that gives every column, key and table option its schema.sql definition."""
         t = _identifier(self.table)
@@ -361,4 +381,76 @@ def maintenance(table: str) -> Maintenance:
         column_definitions=columns,
         key_definitions=keys,
         table_options=options,
+    )
+
+
+# -- leases (Galera) --
+#
+# On a Galera cluster GET_LOCK is local to one node, so the sweep and serialized requests
+# coordinate through rows of a small InnoDB table instead: a row per held lease, claimed by
+# conditional writes that Galera certifies cluster-wide (the loser of a race gets error 1213
+# and, on retry, sees the winner's row). Times are unix milliseconds from the host clocks.
+
+#: Longest table name whose lease table name is ``{table}_lease``; longer names are cut.
+_LEASE_SUFFIX = "_lease"
+
+
+def lease_table_name(table: str) -> str:
+    """The lease table that goes with session table ``table`` (at most 64 characters)."""
+    return f"{check_table_name(table)[: 64 - len(_LEASE_SUFFIX)]}{_LEASE_SUFFIX}"
+
+
+_LEASE_DDL = """CREATE TABLE IF NOT EXISTS `{table}` (
+  `lease_name` VARCHAR(191) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
+    COMMENT 'what is held: sweep, or session:<key hash> for a serialized request',
+  `lease_holder` CHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
+    COMMENT 'random token of the one claim that holds it',
+  `lease_expires` BIGINT NOT NULL
+    COMMENT 'unix milliseconds; past it the lease has lapsed and may be taken over',
+  PRIMARY KEY (`lease_name`)
+) ENGINE=InnoDB DEFAULT CHARSET=ascii COLLATE=ascii_bin
+  COMMENT='asgi_mysql_session leases (Galera clusters, where GET_LOCK is node-local)'"""
+
+
+def create_lease_table(table: str) -> str:
+    """The DDL of the lease table of session table ``table``."""
+    return _LEASE_DDL.format(table=lease_table_name(table))
+
+
+def lease_schema_sql(table: str = SCHEMA_TABLE) -> str:
+    """The lease table's DDL as a DBA applies it, with a comment saying when it is needed."""
+    return (
+        "-- asgi_mysql_session: the lease table, needed on Galera clusters only (named locks\n"
+        "-- are node-local there): the background sweep and serialized requests hold rows here.\n"
+        f"{create_lease_table(table)};\n"
+    )
+
+
+@dataclass(frozen=True)
+class LeaseStatements:
+    """The statements on the lease table of one session table."""
+
+    table: str
+    #: Claims a free lease: 1 row if it was free (no row), 0 if a row exists.
+    claim_free: str
+    #: Takes over a lapsed lease: 1 matched row if it had lapsed. (holder, expires, name, now)
+    claim_lapsed: str
+    #: Extends a lease its holder still has: 1 matched row if so. (expires, name, holder)
+    renew: str
+    #: Gives a lease back, only if this holder still has it. (name, holder)
+    release: str
+
+
+def lease_statements(table: str) -> LeaseStatements:
+    name = lease_table_name(table)
+    t = f"`{name}`"
+    return LeaseStatements(
+        table=name,
+        claim_free=f"INSERT IGNORE INTO {t} (lease_name, lease_holder, lease_expires) VALUES (%s, %s, %s)",
+        claim_lapsed=(
+            f"UPDATE {t} SET lease_holder = %s, lease_expires = %s "
+            "WHERE lease_name = %s AND lease_expires < %s"
+        ),
+        renew=f"UPDATE {t} SET lease_expires = %s WHERE lease_name = %s AND lease_holder = %s",
+        release=f"DELETE FROM {t} WHERE lease_name = %s AND lease_holder = %s",
     )
