@@ -64,6 +64,8 @@ _SETUP_MARK = "_asgi_mysql_session_setup"
 #: MySQL errors after which the same statement may simply run again.
 _RETRYABLE = {1213: "deadlock", 1205: "lock wait timeout"}
 _STATEMENT_RETRIES = 3
+#: A write refused by a read-only server (--read-only, a read-only transaction): a replica.
+_READ_ONLY = {1290, 1792}
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
 
 if sys.version_info >= (3, 11):
@@ -186,6 +188,12 @@ class _Link:
                 if code == 1146:
                     raise provider._failed(
                         provider._missing_table_message(), "schema", SessionSchemaError
+                    ) from exc
+                if code in _READ_ONLY:
+                    raise provider._failed(
+                        f"the database refused a write because it is read-only ({exc.args[1]}): "
+                        "session reads and writes must go to the primary, not a replica",
+                        "statement",
                     ) from exc
                 kind = "connection" if self.broken else "statement"
                 raise provider._failed(f"statement failed: {exc}", kind) from exc

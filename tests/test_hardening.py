@@ -33,6 +33,7 @@ from asgi_mysql_session import (
     is_valid_session_id,
 )
 from asgi_mysql_session.cli import main
+from asgi_mysql_session.dsn import parse_dsn
 
 LOGGER = "asgi_mysql_session"
 
@@ -316,3 +317,42 @@ async def test_anonymous_and_owned_creations_are_counted_apart(table: str, clock
         )
 
     assert (created("true"), created("false")) == (2.0, 1.0)
+
+
+# -- a read-only server (a replica) is a clear error at the first write ----------------------
+
+
+async def test_a_read_only_server_refuses_the_first_write_clearly_and_nothing_is_lost(
+    provider: MySQLSessionProvider, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import aiomysql
+
+    kwargs = MySQLSessionProvider.connect_kwargs()
+    kwargs["init_command"] += ", SESSION tx_read_only = 1"  # what writes to a replica meet
+    target = parse_dsn(MYSQL_URL)
+    pool = await aiomysql.create_pool(
+        host=target.host,
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        db=target.database,
+        minsize=1,
+        maxsize=2,
+        **kwargs,
+    )
+    try:
+        replica = MySQLSessionProvider(pool=pool, table=table, gc_interval=None)
+        await replica.open()
+        sid = await make_session(provider, user="ada")
+        assert dict(await replica.load(sid)) == {"user": "ada"}  # reads work
+        app = make_app(replica)
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            async with client(app) as http:
+                response = await http.get("/set", params={"a": "1"})
+        assert response.status_code == 503
+        assert any("read-only" in r.getMessage() and "primary" in r.getMessage() for r in caplog.records)
+        assert dict(await provider.load(sid)) == {"user": "ada"}
+        await replica.close()
+    finally:
+        pool.close()
+        await pool.wait_closed()
