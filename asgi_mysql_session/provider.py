@@ -59,6 +59,10 @@ _HELD_LINK: ContextVar[_Link | None] = ContextVar("asgi_mysql_session_held_link"
 
 #: MySQL errors after which the same statement may simply run again.
 _RETRYABLE = {1213: "deadlock", 1205: "lock wait timeout"}
+#: "WSREP has not yet prepared node for application use": a Galera node that is not ready.
+_NODE_NOT_READY = 1047
+#: Client errors of a connection that is gone (server gone away, lost connection).
+_CONNECTION_LOST = {2006, 2013, 2055}
 _STATEMENT_RETRIES = 3
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
 
@@ -121,6 +125,17 @@ def _is_server_error(exc: BaseException) -> bool:
     return isinstance(code, int) and (1000 <= code < 2000 or code >= 3000)
 
 
+def _lost_read(statement: str, exc: SessionBackendError) -> bool:
+    """A SELECT that failed because its connection was lost (or its Galera node not ready)."""
+    cause = exc.__cause__
+    if isinstance(cause, pymysql.err.MySQLError):
+        code = cause.args[0] if cause.args else None
+        lost = code in _CONNECTION_LOST or code == _NODE_NOT_READY
+    else:
+        lost = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+    return lost and statement.lstrip()[:6].upper() == "SELECT"
+
+
 class _Link:
     """One checked-out connection; every statement on it is bounded and counted."""
 
@@ -166,6 +181,7 @@ class _Link:
                 return int(count), rows
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 self.broken = True
+                provider._node_lost(conn, "a statement timed out")
                 raise provider._failed(
                     f"the database did not answer within {provider.timeout:g}s", "timeout"
                 ) from exc
@@ -175,8 +191,9 @@ class _Link:
                     logger.info("%s, retrying statement (attempt %d)", _RETRYABLE[code], attempt + 2)
                     await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
                     continue
-                if not _is_server_error(exc):
+                if not _is_server_error(exc) or code == _NODE_NOT_READY:
                     self.broken = True
+                    provider._node_lost(conn, str(exc))
                 if isinstance(exc, pymysql.err.IntegrityError) and code == 1062:
                     raise SessionConflictError("a session with this id already exists") from exc
                 if code == 1146:
@@ -187,6 +204,7 @@ class _Link:
                 raise provider._failed(f"statement failed: {exc}", kind) from exc
             except OSError as exc:
                 self.broken = True
+                provider._node_lost(conn, str(exc) or type(exc).__name__)
                 raise provider._failed(f"connection failed: {exc}", "connection") from exc
             except BaseException:  # cancelled mid-statement: the connection state is unknown
                 self.broken = True
@@ -356,10 +374,14 @@ class MySQLSessionProvider:
         assert dsn is not None
         kwargs = self.connect_kwargs()
         kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, int(self.timeout))}"
+        several = len(dsn.hosts) > 1 and not dsn.unix_socket
         pool = ConnectionPool(
             dsn.pool_min,
             dsn.pool_max,
             dsn.pool_recycle,
+            hosts=dsn.hosts if several else None,
+            host_order=dsn.host_order,
+            on_host_down=self.observer.failover,
             host=dsn.host,
             port=dsn.port,
             user=dsn.user,
@@ -475,6 +497,12 @@ class MySQLSessionProvider:
         finally:
             self._give_back(pool, link)
 
+    def _node_lost(self, conn: Any, reason: str) -> None:
+        """A statement failed as if the server were gone: with several hosts, mark it down."""
+        pool = self._pool
+        if isinstance(pool, ConnectionPool):
+            pool.connection_failed(conn, reason)
+
     def _check_usable(self) -> None:
         if self._pool is None:
             raise SessionError("the provider is not open: await provider.open() first")
@@ -525,9 +553,26 @@ class MySQLSessionProvider:
             except (pymysql.err.MySQLError, OSError) as exc:
                 raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
             link = _Link(conn, self, False)
+            try:
+                return await link.execute(statement, args)
+            except SessionBackendError as exc:
+                if not (link.broken and getattr(pool, "several_hosts", False) and _lost_read(statement, exc)):
+                    raise
+            # With several hosts, a read whose connection was gone (its node died, or is not
+            # ready) changed nothing: it runs once more on another connection, within the same
+            # deadline. Writes never run again: one whose connection died may have committed.
+            self._give_back(pool, link)
+            link = None
+            try:
+                conn = await pool.acquire()
+            except (pymysql.err.MySQLError, OSError) as exc:
+                raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
+            link = _Link(conn, self, False)
             return await link.execute(statement, args)
         except asyncio.CancelledError as exc:  # link.execute marked its connection broken
             if watchdog.expired(token):
+                if link is not None:
+                    self._node_lost(link.conn, "a statement timed out")
                 raise self._failed(
                     f"the database did not answer within {self.timeout:g}s "
                     "(pool exhausted or database unreachable)",
