@@ -181,7 +181,6 @@ class _Link:
                 return int(count), rows
             except (asyncio.TimeoutError, TimeoutError) as exc:
                 self.broken = True
-                provider._node_lost(conn, "a statement timed out")
                 raise provider._failed(
                     f"the database did not answer within {provider.timeout:g}s", "timeout"
                 ) from exc
@@ -571,8 +570,6 @@ class MySQLSessionProvider:
             return await link.execute(statement, args)
         except asyncio.CancelledError as exc:  # link.execute marked its connection broken
             if watchdog.expired(token):
-                if link is not None:
-                    self._node_lost(link.conn, "a statement timed out")
                 raise self._failed(
                     f"the database did not answer within {self.timeout:g}s "
                     "(pool exhausted or database unreachable)",

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -242,6 +243,9 @@ def running_pid(nd: Node) -> int | None:
     return pid if pid is not None and pid_is_node(pid, nd) else None
 
 
+_LAUNCHED: list[subprocess.Popen[bytes]] = []
+
+
 def launch(nd: Node, bootstrap: bool) -> int:
     cmd = [MARIADBD, f"--defaults-file={nd.cnf}", *user_args()]
     if bootstrap:
@@ -258,6 +262,7 @@ def launch(nd: Node, bootstrap: bool) -> int:
             start_new_session=True,  # a Ctrl-C in make or pytest does not reach the node
             close_fds=True,
         )
+    _LAUNCHED.append(proc)  # kept: a Popen collected while its node runs warns (ResourceWarning)
     nd.pidfile.write_text(f"{proc.pid}\n")
     say(f"node{nd.n}: started pid {proc.pid}{' (bootstrapping a new cluster)' if bootstrap else ''}")
     return proc.pid
@@ -291,9 +296,25 @@ def stop_node(nd: Node, sig: signal.Signals = signal.SIGTERM) -> None:
 
 
 def connect(nd: Node, timeout: float = 2) -> pymysql.Connection:
-    return pymysql.connect(
-        unix_socket=str(nd.socket), user="root", password="", connect_timeout=timeout, autocommit=True
+    # The socket is connected here: PyMySQL leaves a refused unix socket unclosed (a
+    # ResourceWarning, an error under pytest's -W error, while a node is starting or down).
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(nd.socket))
+    except OSError as exc:
+        sock.close()
+        raise pymysql.err.OperationalError(2002, f"cannot connect to {nd.socket}: {exc}") from None
+    conn = pymysql.connect(
+        unix_socket=str(nd.socket),
+        user="root",
+        password="",
+        connect_timeout=timeout,
+        autocommit=True,
+        defer_connect=True,
     )
+    conn.connect(sock)  # closes the socket itself if the handshake fails
+    return conn
 
 
 def wsrep_status(nd: Node) -> dict[str, str] | None:
