@@ -370,3 +370,36 @@ async def test_random_order_skips_a_host_that_is_down(
     assert proxies[1].accepted <= 1  # tried once at most, then skipped for its backoff
     assert sum(host == f"127.0.0.1:{proxies[1].port}" for host in pooled_hosts(provider)) == 0
     assert proxies[0].accepted + proxies[2].accepted == 20
+
+
+# -- what a request meets when its connection dies ------------------------------------------------
+
+
+async def test_a_read_whose_connection_dies_runs_once_more_on_the_next_host_a_write_does_not(
+    proxies: list[FaultProxy], table: str, opened: list[MySQLSessionProvider]
+) -> None:
+    first, second = proxies[0], proxies[1]
+    provider = await open_provider(opened, dsn_for(first.port, second.port), table)
+    sid = provider.new_session_id()
+    store = await bounded(provider.read(sid))
+    store["n"] = 1
+    await bounded(store.release())
+
+    def die() -> None:  # the node dies as the statement reaches it
+        first.refuse(True)
+        first.drop_all()
+
+    first.on_request(b"SELECT", die)
+    before = dict(provider.statements)
+    assert dict(await bounded(provider.read(sid))) == {"n": 1}  # served by the second host
+    assert provider.statements["select"] - before.get("select", 0) == 1  # counted once: it ran once
+    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
+
+    third = proxies[2]
+    provider = await open_provider(opened, dsn_for(third.port, second.port), table)
+    store = await bounded(provider.read(sid))
+    store["n"] = 2
+    third.on_request(b"UPDATE", lambda: (third.refuse(True), third.drop_all()))
+    with pytest.raises(SessionBackendError):  # it may have committed: never sent twice
+        await bounded(store.release())
+    assert dict(await bounded(provider.read(sid))) in ({"n": 1}, {"n": 2})
