@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import re
+import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,9 +245,6 @@ def running_pid(nd: Node) -> int | None:
     return pid if pid is not None and pid_is_node(pid, nd) else None
 
 
-_LAUNCHED: list[subprocess.Popen[bytes]] = []
-
-
 def launch(nd: Node, bootstrap: bool) -> int:
     cmd = [MARIADBD, f"--defaults-file={nd.cnf}", *user_args()]
     if bootstrap:
@@ -254,18 +253,21 @@ def launch(nd: Node, bootstrap: bool) -> int:
         log.write(f"\n=== cluster.py {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(cmd)}\n")
         log.flush()
         hand_over(nd)
-        proc = subprocess.Popen(
-            cmd,
+        # The node outlives this process: a shell in a new session (a Ctrl-C in make or
+        # pytest does not reach it) starts it in the background and says its PID. A Popen
+        # of the node itself would warn, when collected, that its child still runs.
+        logged = f">>{shlex.quote(str(nd.log))} 2>&1"
+        shell = subprocess.run(
+            ["setsid", "sh", "-c", f"{shlex.join(cmd)} </dev/null {logged} & echo $!"],
+            stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in make or pytest does not reach the node
-            close_fds=True,
+            text=True,
+            check=True,
         )
-    _LAUNCHED.append(proc)  # kept: a Popen collected while its node runs warns (ResourceWarning)
-    nd.pidfile.write_text(f"{proc.pid}\n")
-    say(f"node{nd.n}: started pid {proc.pid}{' (bootstrapping a new cluster)' if bootstrap else ''}")
-    return proc.pid
+    pid = int(shell.stdout.strip())
+    nd.pidfile.write_text(f"{pid}\n")
+    say(f"node{nd.n}: started pid {pid}{' (bootstrapping a new cluster)' if bootstrap else ''}")
+    return pid
 
 
 def wait_gone(pid: int, nd: Node, timeout: float) -> bool:
@@ -296,25 +298,9 @@ def stop_node(nd: Node, sig: signal.Signals = signal.SIGTERM) -> None:
 
 
 def connect(nd: Node, timeout: float = 2) -> pymysql.Connection:
-    # The socket is connected here: PyMySQL leaves a refused unix socket unclosed (a
-    # ResourceWarning, an error under pytest's -W error, while a node is starting or down).
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(nd.socket))
-    except OSError as exc:
-        sock.close()
-        raise pymysql.err.OperationalError(2002, f"cannot connect to {nd.socket}: {exc}") from None
-    conn = pymysql.connect(
-        unix_socket=str(nd.socket),
-        user="root",
-        password="",
-        connect_timeout=timeout,
-        autocommit=True,
-        defer_connect=True,
+    return pymysql.connect(
+        unix_socket=str(nd.socket), user="root", password="", connect_timeout=timeout, autocommit=True
     )
-    conn.connect(sock)  # closes the socket itself if the handshake fails
-    return conn
 
 
 def wsrep_status(nd: Node) -> dict[str, str] | None:
@@ -322,6 +308,13 @@ def wsrep_status(nd: Node) -> dict[str, str] | None:
     try:
         conn = connect(nd)
     except pymysql.err.MySQLError:
+        conn = None
+    if conn is None:
+        # PyMySQL leaves the socket of a handshake that failed (a node starting up) open;
+        # collect it here, quietly, rather than as a ResourceWarning in whatever runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         return None
     try:
         with conn.cursor() as cur:
