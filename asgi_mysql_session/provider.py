@@ -215,8 +215,9 @@ class MySQLSessionProvider:
     """Sessions in one MySQL/MariaDB table, reached through an aiomysql pool.
 
     ``dsn`` is ``mysql://user:pass@host:port/db`` with optional query options
-    ``pool_min``, ``pool_max``, ``pool_recycle``, ``connect_timeout``, ``timeout`` and
-    ``unix_socket``. Pass ``pool=`` instead to share an aiomysql pool you own; it must be
+    ``pool_min``, ``pool_max``, ``pool_recycle``, ``connect_timeout``, ``timeout``,
+    ``unix_socket`` and ``host_order``; several hosts (``host1:port,host2:port``) are failed
+    over between (see ``pool.py``). Pass ``pool=`` instead to share an aiomysql pool you own; it must be
     created with ``autocommit=True`` and ``client_flag=CLIENT.FOUND_ROWS``
     (see :meth:`connect_kwargs`).
     """
