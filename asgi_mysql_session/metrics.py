@@ -44,6 +44,10 @@ class SessionObserver:
     def statement(self, kind: str, seconds: float) -> None:
         """A statement ran (``select``, ``insert``, ``update``, ``delete``)."""
 
+    def failover(self, host: str) -> None:
+        """A database host (``host:port``) of a several-host DSN was marked down: new
+        connections go to the others until it answers again. Once per change, not per request."""
+
 
 class PrometheusObserver(SessionObserver):
     """Session metrics for prometheus_client; pass ``registry`` to avoid the global one."""
@@ -70,6 +74,9 @@ class PrometheusObserver(SessionObserver):
         self._conflicts = counter("write_conflicts", "Conditional writes merged and retried")
         self._swept = counter("swept_rows", "Expired rows deleted by sweeps")
         self._errors = counter("database_errors", "Database failures by kind", ("kind",))
+        self._failovers = counter(
+            "failovers", "Database hosts marked down (new connections went to the others)", ("host",)
+        )
         self._sweeps = Histogram(
             "sweep_seconds", "Duration of expiry sweeps", namespace=namespace, registry=registry
         )
@@ -109,3 +116,6 @@ class PrometheusObserver(SessionObserver):
 
     def statement(self, kind: str, seconds: float) -> None:
         self._latency.labels(kind).observe(seconds)
+
+    def failover(self, host: str) -> None:
+        self._failovers.labels(host).inc()

@@ -7,16 +7,83 @@ connection on each acquire and starts a task on each release. Here a released co
 is handed straight to the oldest waiter (first come, first served), a health check looks
 only at the connection being handed out, and a connection attempt that is cancelled or
 times out mid-handshake is closed at once.
+
+With several hosts (a DSN listing ``host1,host2,...``) new connections go to the first
+healthy host in the listed order (or one at random with ``host_order="random"``). A host
+that refuses, does not answer within ``connect_timeout``, or is a Galera node that is not
+ready is marked down for a backoff (1 s, growing to 5 s) and skipped meanwhile; its idle
+connections are closed, and connections to it coming back are closed rather than kept.
+When the backoff has passed one new connection tries it again (a probe); in listed order,
+once an earlier host is usable again the connections to later hosts are closed as they
+come back, so the pool moves back to it. Hosts in their backoff are still tried, last, when
+every other host failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
+import sys
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import pymysql
 from aiomysql import Connection
+
+from .dsn import host_label
+
+logger = logging.getLogger("asgi_mysql_session")
+
+#: A host that failed is skipped for this long, doubled on every failed retry up to the cap.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 5.0
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(aw: Awaitable[None], seconds: float) -> None:
+        async with asyncio.timeout(seconds):
+            await aw
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(aw: Awaitable[None], seconds: float) -> None:
+        await asyncio.wait_for(aw, seconds)
+
+
+class NoHostAvailable(OSError):
+    """Every host of the list refused, timed out or was not ready (the reasons, per host)."""
+
+
+class NodeNotReady(OSError):
+    """A Galera node that accepted the connection but is not ready (wsrep_ready OFF)."""
+
+
+class _Host:
+    """One host of the list and what the pool knows about it."""
+
+    __slots__ = ("down", "failures", "host", "index", "label", "port", "probing", "retry_at", "wsrep")
+
+    def __init__(self, index: int, host: str, port: int) -> None:
+        self.index = index
+        self.host = host
+        self.port = port
+        self.label = host_label(host, port)
+        self.down = False
+        self.failures = 0
+        self.retry_at = 0.0
+        self.probing = False  # a new connection is trying it again after its backoff
+        self.wsrep: bool | None = None  # a Galera node? learnt on the first connection
+
+    def eligible(self, now: float) -> bool:
+        return not self.down or (self.retry_at <= now and not self.probing)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 def _healthy(conn: Any, recycle: float, now: float) -> bool:
@@ -36,7 +103,19 @@ def _healthy(conn: Any, recycle: float, now: float) -> bool:
 class ConnectionPool:
     """``acquire()`` / ``release(conn)`` like aiomysql's Pool; at most ``maxsize`` connections."""
 
-    def __init__(self, minsize: int, maxsize: int, recycle: float, **connect_kwargs: Any) -> None:
+    def __init__(
+        self,
+        minsize: int,
+        maxsize: int,
+        recycle: float,
+        *,
+        hosts: Sequence[tuple[str, int]] | None = None,
+        host_order: str = "first",
+        on_host_down: Callable[[str], None] | None = None,
+        **connect_kwargs: Any,
+    ) -> None:
+        """``hosts``: two or more (host, port) to fail over between; otherwise ``host``/``port``
+        of ``connect_kwargs`` is the one server, as in aiomysql, and nothing else changes."""
         self.minsize = minsize
         self.maxsize = maxsize
         self._recycle = recycle
@@ -49,6 +128,13 @@ class ConnectionPool:
         self._closing = False
         self._reapers: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # connections belong to one loop
+        self._hosts: list[_Host] | None = None
+        if hosts is not None and len(hosts) > 1:
+            self._hosts = [_Host(i, host, port) for i, (host, port) in enumerate(hosts)]
+        self._in_order = host_order != "random"
+        self._on_host_down = on_host_down
+        connect_timeout = connect_kwargs.get("connect_timeout")
+        self._connect_timeout = float(connect_timeout) if connect_timeout else 5.0
 
     @property
     def size(self) -> int:
@@ -65,7 +151,17 @@ class ConnectionPool:
             self._free.append(conn)
 
     async def _open(self) -> Any:
-        """Connect; a caller that gives up (deadline, cancel) never leaves an attempt behind.
+        """Connect; a caller that gives up (deadline, cancel) never leaves an attempt behind."""
+        self._opening += 1
+        try:
+            if self._hosts is None:
+                return await self._attempt(self._connect_kwargs, None, None)
+            return await self._open_any(self._hosts)
+        finally:
+            self._opening -= 1
+
+    async def _attempt(self, kwargs: dict[str, Any], host: _Host | None, bound: float | None) -> Any:
+        """One connection attempt, bounded by ``bound`` seconds (None: by the caller only).
 
         aiomysql's connect runs under ``asyncio.wait_for``, which before Python 3.12 can
         swallow a cancellation that lands as the TCP connect completes; the attempt would
@@ -73,22 +169,153 @@ class ConnectionPool:
         our caller's cancellation always goes through, and the abandoned attempt is
         cancelled until it stops, then closed.
         """
-        self._opening += 1
-        conn = Connection(**self._connect_kwargs)
-        attempt = asyncio.ensure_future(conn._connect())
+        conn = Connection(**kwargs)
+        attempt = asyncio.ensure_future(self._handshake(conn, host))
         try:
-            await asyncio.shield(attempt)
+            if bound is None:
+                await asyncio.shield(attempt)
+            else:
+                await _within(asyncio.shield(attempt), bound)
         except BaseException:
             if attempt.done():
                 conn.close()  # aiomysql leaves the socket open when cancelled mid-handshake
+                if not attempt.cancelled():
+                    attempt.exception()  # retrieved: raised here, or superseded by our cancel
             else:
                 reaper = asyncio.ensure_future(_abandon(attempt, conn))
                 self._reapers.add(reaper)
                 reaper.add_done_callback(self._reapers.discard)
             raise
-        finally:
-            self._opening -= 1
         return conn
+
+    @staticmethod
+    async def _handshake(conn: Any, host: _Host | None) -> None:
+        """Connect; on a Galera node (learnt once per host), check that it is ready.
+
+        A server without wsrep costs one ``SHOW VARIABLES`` on the first connection to it
+        (and again after it was down), never anything per request.
+        """
+        await conn._connect()
+        if host is None:
+            return
+        if host.wsrep is None:
+            await conn.query("SHOW VARIABLES LIKE 'wsrep_on'")
+            rows: Sequence[Any] = conn._result.rows or ()
+            host.wsrep = bool(rows) and _text(rows[0][1]).upper() == "ON"
+        if host.wsrep:
+            await conn.query("SHOW STATUS LIKE 'wsrep_ready'")
+            rows = conn._result.rows or ()
+            if not rows or _text(rows[0][1]).upper() != "ON":
+                raise NodeNotReady("the Galera node is not ready (wsrep_ready OFF)")
+
+    def _candidates(self, hosts: list[_Host], now: float) -> list[_Host]:
+        """Usable hosts first (listed order, or shuffled), then those in backoff, soonest first."""
+        usable = [h for h in hosts if h.eligible(now)]
+        if not self._in_order:
+            random.shuffle(usable)
+        resting = sorted((h for h in hosts if not h.eligible(now)), key=lambda h: h.retry_at)
+        return usable + resting
+
+    async def _open_any(self, hosts: list[_Host]) -> Any:
+        loop = asyncio.get_running_loop()
+        reasons: list[str] = []
+        for host in self._candidates(hosts, loop.time()):
+            started = loop.time()
+            if host.down and host.retry_at <= started:
+                host.probing = True  # only this attempt tries it; the others go on meanwhile
+            kwargs = {**self._connect_kwargs, "host": host.host, "port": host.port}
+            try:
+                conn = await self._attempt(kwargs, host, self._connect_timeout)
+            except (OSError, pymysql.err.MySQLError) as exc:  # TimeoutError is an OSError
+                if isinstance(exc, TimeoutError):
+                    reason = f"no answer within connect_timeout ({self._connect_timeout:g}s)"
+                else:
+                    reason = str(exc) or type(exc).__name__
+                self._host_failed(host, reason)
+                reasons.append(f"{host.label}: {reason}")
+                continue
+            except BaseException:
+                # The caller gave up (its deadline): a host that kept it waiting that long
+                # is as good as down, or every request would wait on it again.
+                if loop.time() - started >= min(1.0, self._connect_timeout):
+                    self._host_failed(host, "no answer before the caller's deadline")
+                host.probing = False
+                raise
+            conn._failover_host = host
+            self._host_up(host)
+            return conn
+        raise NoHostAvailable("no database host is available: " + "; ".join(reasons))
+
+    def _host_failed(self, host: _Host, reason: str) -> None:
+        """Mark a host down (logged once per change) or, if its retry failed, lengthen its backoff."""
+        now = asyncio.get_running_loop().time()
+        host.probing = False
+        if host.down:
+            if host.retry_at <= now:  # it was tried again after its backoff and failed again
+                host.failures += 1
+                host.retry_at = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (host.failures - 1))
+            return
+        host.down = True
+        host.failures = 1
+        host.retry_at = now + BACKOFF_FIRST
+        host.wsrep = None  # it may come back as something else
+        logger.warning(
+            "database host %s is down (%s); new connections go to the other hosts, it is retried "
+            "after a backoff of %g-%gs",
+            host.label,
+            reason,
+            BACKOFF_FIRST,
+            BACKOFF_MAX,
+        )
+        if self._on_host_down is not None:
+            self._on_host_down(host.label)
+        kept: deque[Any] = deque()
+        for conn in self._free:
+            if getattr(conn, "_failover_host", None) is host:
+                conn.close()
+            else:
+                kept.append(conn)
+        self._free = kept
+
+    def _host_up(self, host: _Host) -> None:
+        host.probing = False
+        if host.down:
+            host.down = False
+            host.failures = 0
+            logger.warning("database host %s is up again; new connections may use it", host.label)
+
+    def connection_failed(self, conn: Any, reason: str) -> None:
+        """A statement on ``conn`` failed as if its host were gone: mark that host down.
+
+        Only with several hosts; the caller closes the connection itself.
+        """
+        host = getattr(conn, "_failover_host", None)
+        if host is not None and self._hosts is not None:
+            self._host_failed(host, reason)
+
+    def _keep(self, conn: Any) -> bool:
+        """Whether a connection coming back stays pooled (several hosts only).
+
+        Not if its host is down; in listed order, not if an earlier host is usable again.
+        """
+        host: _Host | None = getattr(conn, "_failover_host", None)
+        if host is None or self._hosts is None:
+            return True
+        if host.down:
+            return False
+        if self._in_order and host.index:
+            now = asyncio.get_running_loop().time()
+            return not any(h.eligible(now) for h in self._hosts[: host.index])
+        return True
+
+    @property
+    def several_hosts(self) -> bool:
+        """True when it fails over between two or more hosts."""
+        return self._hosts is not None
+
+    def host_states(self) -> dict[str, bool]:
+        """Each host's label and whether it is considered up (several hosts only; else empty)."""
+        return {h.label: not h.down for h in self._hosts or ()}
 
     async def acquire(self) -> Any:
         if self._closing:
@@ -136,7 +363,7 @@ class ConnectionPool:
     def release(self, conn: Any) -> None:
         """Give a connection back; a closed one frees its place for the next waiter."""
         self._used.discard(conn)
-        if conn.closed or self._closing:
+        if conn.closed or self._closing or (self._hosts is not None and not self._keep(conn)):
             conn.close()
             self._hand_over(None)
             return

@@ -63,6 +63,10 @@ _SETUP_MARK = "_asgi_mysql_session_setup"
 
 #: MySQL errors after which the same statement may simply run again.
 _RETRYABLE = {1213: "deadlock", 1205: "lock wait timeout"}
+#: "WSREP has not yet prepared node for application use": a Galera node that is not ready.
+_NODE_NOT_READY = 1047
+#: Client errors of a connection that is gone (server gone away, lost connection).
+_CONNECTION_LOST = {2006, 2013, 2055}
 _STATEMENT_RETRIES = 3
 #: A write refused by a read-only server (--read-only, a read-only transaction): a replica.
 _READ_ONLY = {1290, 1792}
@@ -127,6 +131,17 @@ def _is_server_error(exc: BaseException) -> bool:
     return isinstance(code, int) and (1000 <= code < 2000 or code >= 3000)
 
 
+def _lost_read(statement: str, exc: SessionBackendError) -> bool:
+    """A SELECT that failed because its connection was lost (or its Galera node not ready)."""
+    cause = exc.__cause__
+    if isinstance(cause, pymysql.err.MySQLError):
+        code = cause.args[0] if cause.args else None
+        lost = code in _CONNECTION_LOST or code == _NODE_NOT_READY
+    else:
+        lost = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+    return lost and statement.lstrip()[:6].upper() == "SELECT"
+
+
 class _Link:
     """One checked-out connection; every statement on it is bounded and counted."""
 
@@ -181,8 +196,9 @@ class _Link:
                     logger.info("%s, retrying statement (attempt %d)", _RETRYABLE[code], attempt + 2)
                     await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
                     continue
-                if not _is_server_error(exc):
+                if not _is_server_error(exc) or code == _NODE_NOT_READY:
                     self.broken = True
+                    provider._node_lost(conn, str(exc))
                 if isinstance(exc, pymysql.err.IntegrityError) and code == 1062:
                     raise SessionConflictError("a session with this id already exists") from exc
                 if code == 1146:
@@ -199,6 +215,7 @@ class _Link:
                 raise provider._failed(f"statement failed: {exc}", kind) from exc
             except OSError as exc:
                 self.broken = True
+                provider._node_lost(conn, str(exc) or type(exc).__name__)
                 raise provider._failed(f"connection failed: {exc}", "connection") from exc
             except BaseException:  # cancelled mid-statement: the connection state is unknown
                 self.broken = True
@@ -210,8 +227,9 @@ class MySQLSessionProvider:
     """Sessions in one MySQL/MariaDB table, reached through an aiomysql pool.
 
     ``dsn`` is ``mysql://user:pass@host:port/db`` with optional query options
-    ``pool_min``, ``pool_max``, ``pool_recycle``, ``connect_timeout``, ``timeout`` and
-    ``unix_socket``. Pass ``pool=`` instead to share an aiomysql pool you own; it must be
+    ``pool_min``, ``pool_max``, ``pool_recycle``, ``connect_timeout``, ``timeout``,
+    ``unix_socket`` and ``host_order``; several hosts (``host1:port,host2:port``) are failed
+    over between (see ``pool.py``). Pass ``pool=`` instead to share an aiomysql pool you own; it must be
     created with ``autocommit=True`` and ``client_flag=CLIENT.FOUND_ROWS``
     (see :meth:`connect_kwargs`).
     """
@@ -379,10 +397,14 @@ class MySQLSessionProvider:
         assert dsn is not None
         kwargs = self.connect_kwargs()
         kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, int(self.timeout))}"
+        several = len(dsn.hosts) > 1 and not dsn.unix_socket
         pool = ConnectionPool(
             dsn.pool_min,
             dsn.pool_max,
             dsn.pool_recycle,
+            hosts=dsn.hosts if several else None,
+            host_order=dsn.host_order,
+            on_host_down=self.observer.failover,
             host=dsn.host,
             port=dsn.port,
             user=dsn.user,
@@ -545,6 +567,12 @@ class MySQLSessionProvider:
         finally:
             self._give_back(pool, link)
 
+    def _node_lost(self, conn: Any, reason: str) -> None:
+        """A statement failed as if the server were gone: with several hosts, mark it down."""
+        pool = self._pool
+        if isinstance(pool, ConnectionPool):
+            pool.connection_failed(conn, reason)
+
     def _check_usable(self) -> None:
         if self._pool is None:
             raise SessionError("the provider is not open: await provider.open() first")
@@ -590,6 +618,23 @@ class MySQLSessionProvider:
         token = watchdog.arm(loop, self.timeout, task)
         link: _Link | None = None
         try:
+            try:
+                conn = await pool.acquire()
+            except (pymysql.err.MySQLError, OSError) as exc:
+                raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
+            link = _Link(conn, self, False)
+            if self._session_setup is not None and getattr(conn, _SETUP_MARK, None) != self._session_setup:
+                await self._set_up(link)
+            try:
+                return await link.execute(statement, args)
+            except SessionBackendError as exc:
+                if not (link.broken and getattr(pool, "several_hosts", False) and _lost_read(statement, exc)):
+                    raise
+            # With several hosts, a read whose connection was gone (its node died, or is not
+            # ready) changed nothing: it runs once more on another connection, within the same
+            # deadline. Writes never run again: one whose connection died may have committed.
+            self._give_back(pool, link)
+            link = None
             try:
                 conn = await pool.acquire()
             except (pymysql.err.MySQLError, OSError) as exc:

@@ -320,6 +320,13 @@ def wsrep_status(nd: Node) -> dict[str, str] | None:
     try:
         conn = connect(nd)
     except pymysql.err.MySQLError:
+        conn = None
+    if conn is None:
+        # PyMySQL leaves the socket of a handshake that failed (a node starting up) open;
+        # collect it here, quietly, rather than as a ResourceWarning in whatever runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         return None
     try:
         with conn.cursor() as cur:

@@ -42,6 +42,8 @@ def test_pymysql_args_keep_a_unix_socket() -> None:
 
 # Passwords that break URL parsing when not percent-encoded, and where their pieces land.
 UNENCODED = ["s3cr#et9", "s3cr/et9", "s3cr?et9", "1234?5678", "1234/5678", "12#34:56", "p@ss?w0rd#x"]
+# The same with commas, which separate hosts: their pieces land in the host list.
+UNENCODED += ["s3c,r#et9", "ab,cd/ef,gh", "12,34?56,78", "x,yz#12:34,56", "pa,ss:12/34"]
 
 
 def _pieces(password: str) -> list[str]:
@@ -83,3 +85,68 @@ async def test_a_wrong_password_is_never_in_the_connection_error(table: str) -> 
     with pytest.raises(SessionBackendError) as refused:
         await provider.open()
     assert "Wr0ng-Pa55" not in str(refused.value) and "Pa55" not in repr(refused.value.__cause__)
+
+
+# -- several hosts ----------------------------------------------------------------------------
+
+
+def test_several_hosts_are_kept_in_order_with_default_ports() -> None:
+    dsn = parse_dsn("mysql://app:pw@127.0.0.1:3311,DB2.internal,127.0.0.1:3313/sessions?pool_max=4")
+    assert dsn.hosts == (("127.0.0.1", 3311), ("db2.internal", 3306), ("127.0.0.1", 3313))
+    assert dsn.host_order == "first"
+    # host, port and pymysql_args() mean the first host, as for a single-host DSN.
+    assert (dsn.host, dsn.port) == ("127.0.0.1", 3311)
+    assert dsn.pymysql_args() == {
+        "host": "127.0.0.1",
+        "port": 3311,
+        "user": "app",
+        "password": "pw",
+        "database": "sessions",
+    }
+    assert dsn.redacted() == "mysql://app@127.0.0.1:3311,db2.internal:3306,127.0.0.1:3313/sessions"
+
+
+def test_a_single_host_dsn_has_a_one_host_tuple() -> None:
+    dsn = parse_dsn("mysql://root@db:3307/test")
+    assert dsn.hosts == (("db", 3307),) and dsn.redacted() == "mysql://root@db:3307/test"
+    assert parse_dsn("mysql:///test").hosts == (("127.0.0.1", 3306),)
+
+
+def test_ipv6_hosts_in_brackets() -> None:
+    dsn = parse_dsn("mysql://root@[::1]:3311,[fe80::2],127.0.0.1/test")
+    assert dsn.hosts == (("::1", 3311), ("fe80::2", 3306), ("127.0.0.1", 3306))
+    assert dsn.redacted() == "mysql://root@[::1]:3311,[fe80::2]:3306,127.0.0.1:3306/test"
+    assert dsn.pymysql_args()["host"] == "::1"
+
+
+def test_host_order_random() -> None:
+    assert parse_dsn("mysql://root@a,b/test?host_order=random").host_order == "random"
+    with pytest.raises(SessionConfigError, match="host_order must be first or random"):
+        parse_dsn("mysql://root@a,b/test?host_order=roundrobin")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "mysql://root@a:3311,,b/test",  # an empty host
+        "mysql://root@a:33x1,b/test",  # a port that is not a number
+        "mysql://root@a,b:70000/test",  # out of range
+        "mysql://root@::1/test",  # IPv6 without brackets
+        "mysql://root@[::1/test",  # unclosed bracket
+        "mysql://root@[::1]x/test",
+    ],
+)
+def test_malformed_host_lists_are_refused(dsn: str) -> None:
+    with pytest.raises(SessionConfigError, match="invalid MySQL DSN"):
+        parse_dsn(dsn)
+
+
+def test_a_socket_takes_one_host() -> None:
+    with pytest.raises(SessionConfigError, match="unix_socket takes one host"):
+        parse_dsn("mysql://root@a,b/test?unix_socket=/run/mysqld/mysqld.sock")
+
+
+def test_a_password_is_never_in_the_redacted_form_of_several_hosts() -> None:
+    dsn = parse_dsn(f"mysql://app:{quote('Se,cr:et@1', safe='')}@h1,h2:3307/db")
+    assert dsn.password == "Se,cr:et@1"
+    assert "Se" not in dsn.redacted() and "et@1" not in dsn.redacted()

@@ -1,0 +1,188 @@
+"""The provider on a three-host DSN while node 1 is SIGKILLed under a stream of requests,
+then restarted: its clients fail over to node 2 within the provider's timeouts, and once
+node 1 has rejoined (and its backoff passed) the connections go back to it.
+
+Writes on the surviving nodes stall until Galera evicts the dead member (its failure
+detector: ``evs.suspect_timeout`` plus up to ``evs.inactive_check_period``, about 6 s by
+default), whichever node they go to: no client-side failover shortens that. Reads do not
+replicate, so they are served by node 2 as soon as the provider moved there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+import pytest
+from conftest import query, wsrep
+
+from asgi_mysql_session import MySQLSessionProvider, SessionError
+from asgi_mysql_session import pool as pool_module
+from asgi_mysql_session.dsn import parse_dsn
+
+TIMEOUT = 2.0  # the provider's timeout (acquire + statement)
+CONNECT_TIMEOUT = 1.0
+READERS = 4
+WRITERS = 4
+
+
+@dataclass
+class Request:
+    kind: str
+    began: float
+    ended: float
+    ok: bool
+    error: str = ""
+
+
+async def eventually(what: str, check: Callable[[], bool], timeout: float) -> float:
+    """Like conftest's wait_for, without blocking the event loop; returns the seconds taken."""
+    began = time.monotonic()
+    while not check():
+        if time.monotonic() - began > timeout:
+            pytest.fail(f"{what}: not after {timeout} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+def three_host_dsn(urls: list[str]) -> str:
+    hosts = ",".join(f"{host}:{port}" for url in urls for host, port in parse_dsn(url).hosts)
+    return (
+        f"mysql://root@{hosts}/test?connect_timeout={CONNECT_TIMEOUT:g}&timeout={TIMEOUT:g}"
+        f"&pool_max={READERS + WRITERS}&pool_min=2"
+    )
+
+
+def galera_eviction_seconds(url: str) -> float:
+    """How long Galera takes at most to evict a member that vanished, from its own settings."""
+    [(_, options)] = query(url, "SHOW VARIABLES LIKE 'wsrep_provider_options'")
+
+    def seconds(name: str, default: float) -> float:
+        found = re.search(rf"{re.escape(name)} = PT(?:(\d+)M)?([\d.]+)S", str(options))
+        return default if not found else 60 * int(found.group(1) or 0) + float(found.group(2))
+
+    return seconds("evs.suspect_timeout", 5.0) + seconds("evs.inactive_check_period", 1.0)
+
+
+def pooled_ports(provider: MySQLSessionProvider) -> list[int]:
+    pool = provider._pool
+    return sorted(c._failover_host.port for c in list(pool._free) + list(pool._used))
+
+
+def failed_windows(requests: list[Request], kind: str, after: float) -> list[tuple[float, float]]:
+    """The spans (from, to), relative to ``after``, during which requests of ``kind`` failed:
+    from a failure's start to the end of the last failure before a request succeeded again."""
+    served = sorted(r.ended for r in requests if r.kind == kind and r.ok)
+    spans: list[tuple[float, float]] = []
+    for r in sorted((r for r in requests if r.kind == kind and not r.ok), key=lambda r: r.began):
+        began, ended = max(r.began, after), r.ended
+        if spans and not any(spans[-1][1] < t <= began for t in served):
+            spans[-1] = (spans[-1][0], max(spans[-1][1], ended))
+        else:
+            spans.append((began, ended))
+    return [(began - after, ended - after) for began, ended in spans]
+
+
+def longest(spans: list[tuple[float, float]]) -> float:
+    return max((to - began for began, to in spans), default=0.0)
+
+
+async def test_node_1_killed_under_load_fails_over_and_is_used_again_after_it_rejoins(
+    urls: list[str], table: str, local_cluster: ModuleType
+) -> None:
+    ports = [parse_dsn(u).port for u in urls]
+    eviction = galera_eviction_seconds(urls[1])
+    provider = MySQLSessionProvider(three_host_dsn(urls), table=table, create_table=True, gc_interval=None)
+    await provider.open()
+    requests: list[Request] = []
+    stop = asyncio.Event()
+
+    async def client(kind: str) -> None:
+        sid = provider.new_session_id()
+        store = await provider.read(sid)
+        store["n"] = 0
+        await store.release()
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                store = await provider.read(sid)
+                if kind == "write":
+                    store["n"] = store.get("n", 0) + 1
+                    await store.release()
+                requests.append(Request(kind, began, time.monotonic(), True))
+            except SessionError as exc:
+                requests.append(Request(kind, began, time.monotonic(), False, str(exc)))
+            await asyncio.sleep(0.01)
+
+    clients = [asyncio.create_task(client("read")) for _ in range(READERS)]
+    clients += [asyncio.create_task(client("write")) for _ in range(WRITERS)]
+    try:
+        await asyncio.sleep(1.0)
+        assert set(pooled_ports(provider)) == {ports[0]}  # listed order: everything on node 1
+        assert requests and all(r.ok for r in requests)
+
+        killed = time.monotonic()
+        await asyncio.to_thread(local_cluster.kill, 1)
+        await eventually("connections on node 2", lambda: set(pooled_ports(provider)) == {ports[1]}, TIMEOUT)
+        moved = time.monotonic() - killed
+        await asyncio.sleep(eviction + TIMEOUT + 1.0)  # the writes' stall, and then some
+        read_spans = failed_windows(requests, "read", killed)
+        write_spans = failed_windows(requests, "write", killed)
+        first_read = (
+            min(r.ended for r in requests if r.kind == "read" and r.ok and r.began >= killed) - killed
+        )
+        first_write = (
+            min(r.ended for r in requests if r.kind == "write" and r.ok and r.began >= killed) - killed
+        )
+        after_kill = [r for r in requests if r.began >= killed]
+        print(
+            f"\nkill: all connections on node 2 after {moved:.3f} s; first read served after "
+            f"{first_read:.3f} s, first write after {first_write:.3f} s (Galera eviction <= "
+            f"{eviction:g} s); {len(after_kill)} requests, "
+            f"{sum(not r.ok for r in after_kill if r.kind == 'read')} reads and "
+            f"{sum(not r.ok for r in after_kill if r.kind == 'write')} writes failed; failed "
+            f"windows: reads {[(round(a, 3), round(b, 3)) for a, b in read_spans]}, writes "
+            f"{[(round(a, 3), round(b, 3)) for a, b in write_spans]}; errors "
+            f"{sorted({r.error for r in after_kill if not r.ok})}"
+        )
+        # Reads need node 2 only: one lost connection each at most, run again there.
+        assert longest(read_spans) < TIMEOUT + CONNECT_TIMEOUT, read_spans
+        # Writes wait for the eviction wherever they go; a write that began just before it
+        # ends fails after one more deadline, and the next connects in one attempt.
+        assert longest(write_spans) < eviction + TIMEOUT + CONNECT_TIMEOUT, write_spans
+        assert set(pooled_ports(provider)) == {ports[1]}  # the next host in listed order
+        assert provider._pool.host_states()[f"127.0.0.1:{ports[0]}"] is False
+        settled = killed + eviction + TIMEOUT
+        assert all(r.ok for r in requests if r.began >= settled)
+
+        restarted = time.monotonic()
+        await asyncio.to_thread(local_cluster.start, 1)
+        rejoined = time.monotonic()
+        status = wsrep(urls[0])
+        assert status["wsrep_ready"] == "ON" and status["wsrep_cluster_size"] == "3"
+        # Node 1 is used again once its backoff (at most BACKOFF_MAX) has passed, and the
+        # pool moves back to it, the first host listed.
+        back = await eventually(
+            "every pooled connection on node 1 again",
+            lambda: set(pooled_ports(provider)) == {ports[0]},
+            pool_module.BACKOFF_MAX + 10,
+        )
+        during = [r for r in requests if r.began >= restarted]
+        print(
+            f"restart: start(1) took {rejoined - restarted:.1f} s; every connection back on node 1 "
+            f"{back:.2f} s after it was ready; {len(during)} requests meanwhile, "
+            f"{sum(not r.ok for r in during)} failed {sorted({r.error for r in during if not r.ok})}"
+        )
+        assert provider._pool.host_states()[f"127.0.0.1:{ports[0]}"] is True
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*clients)
+        assert all(r.ok for r in requests if r.began >= rejoined)
+    finally:
+        stop.set()
+        await asyncio.gather(*clients, return_exceptions=True)
+        await provider.close()
