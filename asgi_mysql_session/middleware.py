@@ -441,10 +441,12 @@ class SessionMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Open the provider before the app's own startup; a failure fails the startup.
 
-        It is reported as ``lifespan.startup.failed``, as Starlette reports its own startup
-        errors, so the server exits instead of serving 503s. (Raising would make uvicorn's
-        default ``--lifespan auto`` decide that lifespan is unsupported and serve anyway,
-        skipping the app's own startup and shutdown.)
+        It is reported as ``lifespan.startup.failed`` and then raised, as Starlette's router
+        does with its own startup errors: the server exits instead of serving 503s, and
+        Starlette's ``TestClient`` raises it. (Raising *without* the message first would
+        make uvicorn's default ``--lifespan auto`` decide that lifespan is unsupported and
+        serve anyway, skipping the app's own startup and shutdown.) Under trio the error
+        says that aiomysql needs asyncio.
         """
         startup = await receive()
         first: Message | None = startup
@@ -459,7 +461,7 @@ class SessionMiddleware:
                         "message": f"asgi_mysql_session: {type(exc).__name__}: {exc}",
                     }
                 )
-                return
+                raise
             self._opened_provider = True
 
         async def replay_receive() -> Message:
