@@ -378,7 +378,8 @@ class MySQLSessionProvider:
             for conn in [*getattr(pool, "_free", ()), *getattr(pool, "_used", ())]:
                 _close_on_dead_loop(conn)
             self._pool = None
-        for task in (self._guard, self._sweeper and self._sweeper._task):
+        sweeper_task = self._sweeper._task if self._sweeper is not None else None
+        for task in (self._guard, sweeper_task):
             if task is not None:  # never ran to its end: asyncio would log it at collection
                 task._log_destroy_pending = False  # type: ignore[attr-defined]
         self._opened = False
