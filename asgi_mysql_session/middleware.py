@@ -112,7 +112,10 @@ class _RequestSession:
             result is SaveResult.NOTHING or mw.max_age is None  # nothing for the cookie to follow
         ):
             return []
-        remaining = max(store.expiry - mw.provider.now(), 0)
+        # Counted from this request's write when there was one: the Max-Age is then exactly
+        # the lifetime it set, even if the clock turned to the next second meanwhile.
+        now = store._written_at if result is not SaveResult.NOTHING else mw.provider.now()
+        remaining = max(store.expiry - now, 0)
         return [mw.id_header(store.session_id, remaining, scope)]
 
 

@@ -99,6 +99,7 @@ class SessionStore(dict[str, Any]):
         "_stored_owner",
         "_superseded",
         "_version",
+        "_written_at",
         "accessed",
     )
 
@@ -110,6 +111,7 @@ class SessionStore(dict[str, Any]):
         self._version = 0
         self._created = 0
         self._expiry = 0
+        self._written_at = 0  # the clock's second when this store last set the deadline
         self._owner: str | None = None
         self._stored_owner: str | None = None
         self._new = True
@@ -460,7 +462,7 @@ class SessionStore(dict[str, Any]):
             if self._destroyed:  # data set after a logout starts a session under a new id
                 self._sid, self._key, self._destroyed = None, None, False
             raw = self._encode()
-            now = provider.now()
+            now = self._written_at = provider.now()
             expiry = provider.deadline(now, now)
             await provider.insert(self.key_hash, raw, expiry, now, self._owner)
             provider.observer.session_created(anonymous=self._owner is None)
@@ -477,7 +479,8 @@ class SessionStore(dict[str, Any]):
             raw = self._encode()
             if raw != self._raw or self._owner != self._stored_owner:
                 return await self._write(raw)
-        target = provider.deadline(self._created, provider.now())
+        now = self._written_at = provider.now()
+        target = provider.deadline(self._created, now)
         if self._expiry > target + provider.touch_after:
             # Stored under a longer lifetime than today's: bring it down to the policy.
             if await provider.clamp(self.key_hash, target):
@@ -546,7 +549,8 @@ class SessionStore(dict[str, Any]):
     async def _update(self, raw: bytes) -> bool:
         """One UPDATE conditioned on the version this store holds."""
         provider = self._provider
-        expiry = provider.deadline(self._created, provider.now())
+        now = self._written_at = provider.now()
+        expiry = provider.deadline(self._created, now)
         if not await provider.update(self.key_hash, raw, expiry, self._owner, self._version):
             return False
         self._version += 1
