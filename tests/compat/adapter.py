@@ -61,7 +61,7 @@ class SessionMiddleware(_MySQLSessionMiddleware):
         )
 
 
-def Session(data: dict[str, Any] | None = None) -> SessionStore:  # noqa: N802 - Starlette's class name
+def Session(data: dict[str, Any] | None = None) -> SessionStore:  # Starlette's class name
     """A store holding ``data`` as if read from the database (not accessed, not modified)."""
     store = SessionStore(MySQLSessionProvider(MYSQL_URL, table=TABLE))
     dict.update(store, data or {})
