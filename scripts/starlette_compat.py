@@ -38,7 +38,7 @@ EXPECTED = {
     "tells the browser to drop it, and the row lives for max_lifetime (at least 1 s)",
 }
 
-CONFTEST = '''
+CONFTEST = """
 import functools
 
 import pytest
@@ -48,12 +48,12 @@ from starlette.testclient import TestClient
 @pytest.fixture
 def test_client_factory(anyio_backend_name, anyio_backend_options):
     return functools.partial(TestClient, backend=anyio_backend_name, backend_options=anyio_backend_options)
-'''
+"""
 
-TYPES = '''
+TYPES = """
 class TestClientFactory:  # only an annotation in the tests
     __test__ = False
-'''
+"""
 
 PYTEST_INI = """
 [pytest]
