@@ -105,12 +105,17 @@ class _RequestSession:
         if store.is_new:  # no row: a cookie the client still holds is dead...
             if self.presented is None or store.superseded:  # ...unless a login replaced it
                 return []
+            if not (store.accessed or store.destroyed):
+                return []  # a route that never used the session: cleared when one does
             return [mw.expire_header(scope)]
         if store.session_id == self.presented and (
             result is SaveResult.NOTHING or mw.max_age is None  # nothing for the cookie to follow
         ):
             return []
-        remaining = max(store.expiry - mw.provider.now(), 0)
+        # Counted from this request's write when there was one: the Max-Age is then exactly
+        # the lifetime it set, even if the clock turned to the next second meanwhile.
+        now = store._written_at if result is not SaveResult.NOTHING else mw.provider.now()
+        remaining = max(store.expiry - now, 0)
         return [mw.id_header(store.session_id, remaining, scope)]
 
 
@@ -118,7 +123,10 @@ class SessionMiddleware:
     """Put a MySQL-backed :class:`SessionStore` into ``scope["session"]``.
 
     ``max_age="deadline"`` (default) makes the cookie's Max-Age follow the server-side
-    deadline; an int caps it; ``None`` gives a browser-session cookie. ``secure=None``
+    deadline; an int caps it; ``None`` gives a browser-session cookie. As in Starlette,
+    0 or a negative int is sent as the cookie's Max-Age, so browsers drop the cookie at
+    once (the row is still written, and ends at its server-side deadline).
+    ``partitioned=True`` adds the CHIPS ``partitioned`` attribute (and so ``secure``). ``secure=None``
     sets ``Secure`` on https/wss requests. With ``header_name`` the id travels in that
     request/response header instead of a cookie. ``exclude_paths`` are prefixes that never
     get a session (health checks, static files). With ``lazy=True`` the row is read only by
@@ -138,6 +146,7 @@ class SessionMiddleware:
         httponly: bool = True,
         samesite: Literal["lax", "strict", "none"] = "lax",
         header_name: str | None = None,
+        partitioned: bool = False,
         exclude_paths: Sequence[str] = (),
         lazy: bool = False,
         error_status: int = 503,
@@ -160,10 +169,14 @@ class SessionMiddleware:
             if secure is False:
                 raise SessionConfigError("a __Secure- cookie needs Secure")
             secure = True
+        if partitioned:  # CHIPS: browsers take a Partitioned cookie only with Secure
+            if secure is False:
+                raise SessionConfigError("a partitioned cookie needs Secure")
+            secure = True
         if samesite == "none" and secure is False:
             raise SessionConfigError("SameSite=None cookies must be Secure")
-        if max_age != "deadline" and max_age is not None and max_age < 1:
-            raise SessionConfigError("max_age must be 'deadline', None or a positive int")
+        if max_age != "deadline" and max_age is not None and (type(max_age) is not int):
+            raise SessionConfigError("max_age must be 'deadline', None or an int")
         if header_name is not None and not _TOKEN.fullmatch(header_name):
             raise SessionConfigError(f"invalid header name {header_name!r}")
         self.cookie_name = cookie_name
@@ -181,12 +194,13 @@ class SessionMiddleware:
             self.serialize_paths = tuple(p.rstrip("/") for p in serialize)
         self.lock_timeout = lock_timeout
         self.busy_status = busy_status
-        attributes = f"; Path={path}"
-        if domain:
-            attributes += f"; Domain={domain}"
-        if httponly:
-            attributes += "; HttpOnly"
-        self._attributes = attributes + f"; SameSite={samesite.capitalize()}"
+        # Starlette's order and spelling: name=value; path=/; Max-Age=N; httponly;
+        # samesite=lax; secure; domain=D; partitioned (Secure is decided per request).
+        self._path = f"; path={path}"
+        self._flags = "; httponly; samesite=" + samesite if httponly else "; samesite=" + samesite
+        self._scope_flags = f"; domain={domain}" if domain else ""
+        if partitioned:
+            self._scope_flags += "; partitioned"
         self._opened_provider = False
         self._warned_cache = False
 
@@ -397,22 +411,23 @@ class SessionMiddleware:
     def id_header(self, session_id: str, remaining: int, scope: Scope) -> tuple[bytes, bytes]:
         if self.header_name is not None:
             return self.header_name, session_id.encode()
-        cookie = f"{self.cookie_name}={session_id}{self._attributes}"
+        cookie = f"{self.cookie_name}={session_id}{self._path}"
         if self.max_age == "deadline":
             cookie += f"; Max-Age={remaining}"
         elif self.max_age is not None:
             cookie += f"; Max-Age={min(remaining, self.max_age)}"
+        cookie += self._flags
         if self._is_secure(scope):
-            cookie += "; Secure"
-        return b"set-cookie", cookie.encode("latin-1")
+            cookie += "; secure"
+        return b"set-cookie", (cookie + self._scope_flags).encode("latin-1")
 
     def expire_header(self, scope: Scope) -> tuple[bytes, bytes]:
         if self.header_name is not None:
             return self.header_name, b""
-        cookie = f"{self.cookie_name}=; Max-Age=0; Expires={_EXPIRED}{self._attributes}"
+        cookie = f"{self.cookie_name}={self._path}; Max-Age=0; expires={_EXPIRED}{self._flags}"
         if self._is_secure(scope):
-            cookie += "; Secure"
-        return b"set-cookie", cookie.encode("latin-1")
+            cookie += "; secure"
+        return b"set-cookie", (cookie + self._scope_flags).encode("latin-1")
 
     # -- websocket -----------------------------------------------------------------------
 
@@ -441,10 +456,12 @@ class SessionMiddleware:
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Open the provider before the app's own startup; a failure fails the startup.
 
-        It is reported as ``lifespan.startup.failed``, as Starlette reports its own startup
-        errors, so the server exits instead of serving 503s. (Raising would make uvicorn's
-        default ``--lifespan auto`` decide that lifespan is unsupported and serve anyway,
-        skipping the app's own startup and shutdown.)
+        It is reported as ``lifespan.startup.failed`` and then raised, as Starlette's router
+        does with its own startup errors: the server exits instead of serving 503s, and
+        Starlette's ``TestClient`` raises it. (Raising *without* the message first would
+        make uvicorn's default ``--lifespan auto`` decide that lifespan is unsupported and
+        serve anyway, skipping the app's own startup and shutdown.) Under trio the error
+        says that aiomysql needs asyncio.
         """
         startup = await receive()
         first: Message | None = startup
@@ -459,7 +476,7 @@ class SessionMiddleware:
                         "message": f"asgi_mysql_session: {type(exc).__name__}: {exc}",
                     }
                 )
-                return
+                raise
             self._opened_provider = True
 
         async def replay_receive() -> Message:

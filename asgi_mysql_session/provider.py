@@ -41,6 +41,7 @@ from .errors import (
 )
 from .ids import hash_id, is_well_formed, log_id, new_session_id
 from .locks import KeyedLocks
+from .loops import require_asyncio
 from .metrics import SessionObserver
 from .pool import ConnectionPool
 from .serializer import decode
@@ -311,6 +312,7 @@ class MySQLSessionProvider:
         self._open_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0  # the thread running _loop
+        self._guard: asyncio.Task[None] | None = None  # closes the provider when _loop shuts down
         self._sweeper: ExpirySweeper | None = None
         #: One lock per session and process, so concurrent saves queue instead of starving.
         self.save_locks = KeyedLocks()
@@ -344,15 +346,24 @@ class MySQLSessionProvider:
         return self._opened
 
     async def open(self) -> None:
-        """Build the pool and check (or create) the table. Safe to call more than once."""
+        """Build the pool and check (or create) the table. Safe to call more than once.
+
+        The provider belongs to the event loop that opened it, and closes itself when that
+        loop shuts down (``asyncio.run``, anyio, Starlette's ``TestClient`` used without
+        ``with`` and pytest-asyncio cancel every task first): the next use on another loop
+        opens it again there, so no connection outlives its loop.
+        """
         if self._opened:
-            return
+            if self._loop is None or not self._loop.is_closed():
+                return
+            self._abandon()  # its loop ended without shutting it down
+        loop = require_asyncio()
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if self._opened:
                 return
-            self._loop = asyncio.get_running_loop()
+            self._loop = loop
             self._thread = get_ident()
             if self._pool is None:
                 self._pool = await self._create_pool()
@@ -363,6 +374,7 @@ class MySQLSessionProvider:
                 await self._close_pool()
                 raise
             self._opened = True
+            self._guard = loop.create_task(self._close_with_loop(), name="asgi_mysql_session loop guard")
             if self.gc_interval is not None:
                 from .gc import ExpirySweeper
 
@@ -371,6 +383,10 @@ class MySQLSessionProvider:
 
     async def close(self) -> None:
         """Stop the sweeper and close the pool (only if the provider built it)."""
+        guard, self._guard = self._guard, None
+        if guard is not None and guard is not asyncio.current_task():
+            guard.cancel()
+            await asyncio.wait([guard])  # never left pending on a loop about to close
         if self._sweeper is not None:
             await self._sweeper.stop()
             self._sweeper = None
@@ -379,6 +395,47 @@ class MySQLSessionProvider:
             await self._close_pool()
             self._watchdog.close()
             self._loop = None
+            self._open_lock = None  # an asyncio.Lock may be bound to this loop
+
+    async def _close_with_loop(self) -> None:
+        """Wait for the loop's shutdown (which cancels every task), then close the provider."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if self._guard is asyncio.current_task():
+                self._guard = None
+                await self.close()
+            raise
+
+    def _abandon(self) -> None:
+        """Forget state tied to a loop that closed while the provider was open on it.
+
+        Its connections cannot be closed through that loop any more (asyncio raises "Event
+        loop is closed"), so their sockets are closed directly and aiomysql is told they
+        are gone, which also keeps its ``__del__`` quiet.
+        """
+        if self._owns_pool and self._pool is not None:
+            pool = self._pool
+            for conn in [*getattr(pool, "_free", ()), *getattr(pool, "_used", ())]:
+                _close_on_dead_loop(conn)
+            self._pool = None
+        sweeper_task = self._sweeper._task if self._sweeper is not None else None
+        for task in (self._guard, sweeper_task):
+            if task is not None:  # never ran to its end: asyncio would log it at collection
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
+        self._opened = False
+        self._loop = None
+        self._guard = None
+        self._sweeper = None
+        self._open_lock = None
+        self._lock_slots = None
+        self._background = set()
+        self._watchdog = Watchdog()
+
+    async def _reopen_if_loop_ended(self) -> None:
+        """Reopen on the running loop when the one it was opened on has closed meanwhile."""
+        if self._opened and self._loop is not None and self._loop.is_closed() and self._owns_pool:
+            await self.open()
 
     async def __aenter__(self) -> MySQLSessionProvider:
         await self.open()
@@ -544,6 +601,7 @@ class MySQLSessionProvider:
 
         For sweeps, locks and maintenance; it always goes back to the pool.
         """
+        await self._reopen_if_loop_ended()
         self._check_usable()
         pool = self._pool
         try:
@@ -577,7 +635,10 @@ class MySQLSessionProvider:
         if self._pool is None:
             raise SessionError("the provider is not open: await provider.open() first")
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
-            raise SessionError("the provider was opened on another event loop; open one provider per loop")
+            raise SessionError(
+                "the provider is open on another event loop that is still open: close it there "
+                "first (it then reopens on this loop), or use one provider per loop"
+            )
 
     def _give_back(self, pool: Any, link: _Link) -> None:
         """Return a connection to its pool; one in an unknown state is closed, not reused."""
@@ -611,7 +672,9 @@ class MySQLSessionProvider:
         loop = self._loop
         task = asyncio.current_task(loop) if loop is not None and self._thread == get_ident() else None
         if loop is None or task is None or pool is None:
+            await self._reopen_if_loop_ended()
             self._check_usable()
+            pool = self._pool
             loop = asyncio.get_running_loop()
             task = asyncio.current_task(loop)
         watchdog = self._watchdog
@@ -1059,6 +1122,17 @@ class MySQLSessionProvider:
 
 class _Deadlock(Exception):
     """A transaction lost a deadlock (or lock wait) and was rolled back whole."""
+
+
+def _close_on_dead_loop(conn: Any) -> None:
+    """Close an aiomysql connection whose event loop has closed, without that loop."""
+    writer, conn._writer, conn._reader = conn._writer, None, None
+    transport = getattr(writer, "transport", None)
+    sock = getattr(transport, "_sock", None)
+    if sock is not None:
+        transport._sock = None  # type: ignore[union-attr]
+        transport._closing = True  # type: ignore[union-attr]  # StreamWriter.__del__ checks it
+        sock.close()
 
 
 async def _wake(pool: Any) -> None:

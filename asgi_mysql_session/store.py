@@ -14,12 +14,17 @@ backends. Saving follows one rule set, documented in the README:
   ``SessionInterrupted`` is raised instead;
 * ``clear()`` is a logout: the row is deleted, and anything set afterwards (a flash
   message) starts a new session under a new id, so the old cookie opens nothing.
+
+The store is a ``dict`` subclass, as Starlette's ``Session`` is, so it serializes
+(``json.dumps``, ``JSONResponse``), copies (``copy()`` gives a plain dict) and type-checks
+like one. The data lives in the dict itself; every Python-level method is overridden to
+refuse access before the data is loaded and to track reads and changes.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +32,30 @@ import msgpack
 
 from .errors import SessionConflictError, SessionError, SessionInterrupted, SessionTooLargeError
 from .ids import hash_id, log_id
-from .serializer import check_value, decode, encode, holds_containers
+from .serializer import check_value, decode, encode
 
 if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
+
     from .provider import MySQLSessionProvider, Row
+
+# dict's own (C) methods, for the store's internal use: they neither check that the data is
+# loaded nor count as the app reading it.
+_get = dict.get
+_set = dict.__setitem__
+_del = dict.__delitem__
+_len = dict.__len__
+_contains = dict.__contains__
+_copy = dict.copy
+_update = dict.update
+_clear = dict.clear
+_values = dict.values
+_items = dict.items
+_CONTAINERS = frozenset((list, dict))
+#: The one entry of a store whose data is not loaded: C code that skips the methods (e.g.
+#: ``json.dumps``, which answers "{}" for an empty dict without calling ``items()``) then
+#: still reaches a method that raises, instead of reading an empty session.
+_UNLOADED = "\0asgi_mysql_session: not loaded"
 
 
 class SaveResult(enum.Enum):
@@ -43,11 +68,18 @@ class SaveResult(enum.Enum):
     DESTROYED = "destroyed"
 
 
-class SessionStore(MutableMapping[str, Any]):
+class SessionStore(dict[str, Any]):
     """One session's data, Go-style (``get/set/delete/flush/release``) and dict-style.
 
-    It becomes ``request.session`` under the middleware. Values must be msgpack types;
-    a value that is not is refused with ``TypeError`` when set, naming the key.
+    It becomes ``request.session`` under the middleware: a ``dict`` subclass, as Starlette's
+    own ``Session`` is. Values must be msgpack types; a value that is not is refused with
+    ``TypeError`` when set, naming the key.
+
+    ``accessed`` becomes True when the app reads or changes the data through any method
+    (``json.dumps`` and ``JSONResponse`` call ``items()``), or takes ``request.session``
+    (Starlette calls ``mark_accessed()``); the middleware then sends ``Vary: Cookie``.
+    C-level reads of the dict storage that call no method (``dict.__getitem__(store, k)``,
+    some C extensions) are not seen: call ``mark_accessed()`` after those.
     """
 
     __slots__ = (
@@ -55,7 +87,6 @@ class SessionStore(MutableMapping[str, Any]):
         "_blocked",
         "_cleared",
         "_created",
-        "_data",
         "_destroyed",
         "_expiry",
         "_key",
@@ -68,6 +99,7 @@ class SessionStore(MutableMapping[str, Any]):
         "_stored_owner",
         "_superseded",
         "_version",
+        "_written_at",
         "accessed",
     )
 
@@ -75,11 +107,11 @@ class SessionStore(MutableMapping[str, Any]):
         self._provider = provider
         self._sid = session_id  # None: minted when first needed (most new stores never are)
         self._key: str | None = None
-        self._data: dict[str, Any] = {}
         self._raw = b""  # the bytes as read; b"" for a session not in the database
         self._version = 0
         self._created = 0
         self._expiry = 0
+        self._written_at = 0  # the clock's second when this store last set the deadline
         self._owner: str | None = None
         self._stored_owner: str | None = None
         self._new = True
@@ -101,7 +133,9 @@ class SessionStore(MutableMapping[str, Any]):
         return store
 
     def _fill(self, row: Row) -> None:
-        self._data = row.values
+        if _len(self):
+            _clear(self)
+        _update(self, row.values)
         self._raw = row.data
         self._version = row.version
         self._created = row.created
@@ -110,8 +144,11 @@ class SessionStore(MutableMapping[str, Any]):
         self._new = False
         self._cleared = False
 
-    def _block(self, error: SessionError | type[SessionError] | None) -> None:
+    def _block(self, error: SessionError | type[SessionError]) -> None:
         self._blocked = error
+        if _len(self):
+            _clear(self)
+        _set(self, _UNLOADED, None)
 
     def _load(
         self,
@@ -125,6 +162,8 @@ class SessionStore(MutableMapping[str, Any]):
         self._sid, self._key = session_id, key_hash
         if row is not None:
             self._fill(row)
+        elif _len(self):
+            _clear(self)
         self._superseded = superseded
         self._blocked = None
 
@@ -167,7 +206,18 @@ class SessionStore(MutableMapping[str, Any]):
 
     @property
     def modified(self) -> bool:
+        """True once the data or the owner was changed through the store's methods.
+
+        Settable as in Starlette: ``True`` forces the save rules to compare what is stored,
+        ``False`` forgets the flag (changes to nested values are still found and saved).
+        """
         return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = bool(value)
+        if value:
+            self.accessed = True
 
     @property
     def expiry(self) -> int:
@@ -196,18 +246,23 @@ class SessionStore(MutableMapping[str, Any]):
 
     def mark_modified(self) -> None:
         self._modified = True
+        self.accessed = True
+
+    def mark_accessed(self) -> None:
+        """Record that the app read the session (Starlette's ``request.session`` calls it)."""
+        self.accessed = True
 
     def __repr__(self) -> str:  # never the id itself
         tag = log_id(self._sid) if self._sid else "(no id yet)"
-        return f"<SessionStore {tag} keys={len(self._data)} new={self._new}>"
+        return f"<SessionStore {tag} keys={_len(self)} new={self._new}>"
 
-    # -- mapping ---------------------------------------------------------------------
+    # -- mapping (every dict method that reads or writes the data) -------------------
 
     def __getitem__(self, key: str) -> Any:
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return self._data[key]
+        return dict.__getitem__(self, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         if self._blocked is not None:
@@ -215,38 +270,128 @@ class SessionStore(MutableMapping[str, Any]):
         check_value(key, value)
         self.accessed = True
         self._modified = True
-        self._data[key] = value
+        _set(self, key, value)
 
     def __delitem__(self, key: str) -> None:
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        del self._data[key]
+        _del(self, key)
         self._modified = True
 
     def __iter__(self) -> Iterator[str]:
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return iter(self._data)
+        return dict.__iter__(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        self._check()
+        self.accessed = True
+        return dict.__reversed__(self)
 
     def __len__(self) -> int:
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return len(self._data)
+        return _len(self)
 
     def __contains__(self, key: object) -> bool:
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return key in self._data
+        return _contains(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return self._data.get(key, default)
+        return _get(self, key, default)
+
+    def keys(self) -> dict_keys[str, Any]:
+        self._check()
+        self.accessed = True
+        return dict.keys(self)
+
+    def values(self) -> dict_values[str, Any]:
+        self._check()
+        self.accessed = True
+        return _values(self)
+
+    def items(self) -> dict_items[str, Any]:
+        self._check()
+        self.accessed = True
+        return _items(self)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` of the data (a snapshot: changing it changes nothing stored)."""
+        self._check()
+        self.accessed = True
+        return _copy(self)
+
+    def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, dict):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(other, dict):
+            return NotImplemented
+        merged = dict(other)
+        merged.update(self.copy())
+        return merged
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        incoming = dict(*args, **kwargs)
+        for key, value in incoming.items():
+            check_value(key, value)  # all checked before anything changes
+        self.accessed = True
+        self._modified = True
+        _update(self, incoming)
+
+    def __ior__(self, other: Any) -> SessionStore:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """As ``dict.pop``; a missing key with a default neither reads nor changes anything."""
+        self._check()
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        if _contains(self, key):
+            self.accessed = True
+            self._modified = True
+            return dict.pop(self, key)
+        if default:
+            return default[0]
+        self.accessed = True
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[str, Any]:
+        """Remove and return the most recently set item, as ``dict.popitem`` does."""
+        self._check()
+        self.accessed = True
+        item = dict.popitem(self)
+        self._modified = True
+        return item
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._check()
+        self.accessed = True
+        if _contains(self, key):
+            return dict.__getitem__(self, key)
+        self[key] = default
+        return default
+
+    @classmethod
+    def fromkeys(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("SessionStore.fromkeys is not supported: build a dict, then update() the store")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a SessionStore cannot be pickled or deep-copied: use .copy() for a plain dict")
 
     def clear(self) -> None:
         """Empty the session; on release its row is deleted (logout).
@@ -255,11 +400,11 @@ class SessionStore(MutableMapping[str, Any]):
         """
         self._check()
         self.accessed = True
-        if self._data:
+        if _len(self):
             self._modified = True
+            _clear(self)
         if not self._new:
             self._cleared = True
-        self._data = {}
 
     # -- the Go store's names --------------------------------------------------------
 
@@ -268,7 +413,7 @@ class SessionStore(MutableMapping[str, Any]):
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present (no error when it is not)."""
-        if key in self._data:
+        if key in self:
             del self[key]
 
     def flush(self) -> None:
@@ -277,7 +422,7 @@ class SessionStore(MutableMapping[str, Any]):
     # -- persistence -----------------------------------------------------------------
 
     def _encode(self) -> bytes:
-        raw = encode(self._data, checked=True)
+        raw = encode(_copy(self), checked=True)  # msgpack's strict types want a plain dict
         if len(raw) > self._provider.max_size:
             raise SessionTooLargeError(
                 f"session is {len(raw)} bytes encoded, over max_size={self._provider.max_size}; "
@@ -297,15 +442,16 @@ class SessionStore(MutableMapping[str, Any]):
         if self._blocked is not None:
             return SaveResult.NOTHING  # never loaded, so nothing can have changed
         if self._cleared and not self._new:  # logout: the old id dies whatever comes next
-            data, owner = self._data, self._owner
+            data, owner = _copy(self), self._owner
             self._encode()  # refuse unencodable data before the row is gone
             await provider.delete(self.key_hash)
             self._forget()
-            self._data, self._owner = data, owner
+            _update(self, data)
+            self._owner = owner
             if not data:
                 return SaveResult.DESTROYED
         if self._new:
-            if not self._data:
+            if not _len(self):
                 return SaveResult.NOTHING  # empty sessions are never stored
             if self._superseded:
                 raise SessionInterrupted(
@@ -316,7 +462,7 @@ class SessionStore(MutableMapping[str, Any]):
             if self._destroyed:  # data set after a logout starts a session under a new id
                 self._sid, self._key, self._destroyed = None, None, False
             raw = self._encode()
-            now = provider.now()
+            now = self._written_at = provider.now()
             expiry = provider.deadline(now, now)
             await provider.insert(self.key_hash, raw, expiry, now, self._owner)
             provider.observer.session_created(anonymous=self._owner is None)
@@ -326,14 +472,15 @@ class SessionStore(MutableMapping[str, Any]):
             self._modified = False
             return SaveResult.CREATED
         # Unmodified data can only have changed in place, inside a list or dict.
-        if self._modified or (self.accessed and holds_containers(self._data)):
-            if not self._data:
+        if self._modified or (self.accessed and not _CONTAINERS.isdisjoint(map(type, _values(self)))):
+            if not _len(self):
                 await provider.delete(self.key_hash)
                 return self._forget()
             raw = self._encode()
             if raw != self._raw or self._owner != self._stored_owner:
                 return await self._write(raw)
-        target = provider.deadline(self._created, provider.now())
+        now = self._written_at = provider.now()
+        target = provider.deadline(self._created, now)
         if self._expiry > target + provider.touch_after:
             # Stored under a longer lifetime than today's: bring it down to the policy.
             if await provider.clamp(self.key_hash, target):
@@ -377,7 +524,8 @@ class SessionStore(MutableMapping[str, Any]):
                     )
                 merged = {k: v for k, v in row.values.items() if k not in deletes}
                 merged.update(sets)
-                self._data = merged
+                _clear(self)
+                _update(self, merged)
                 self._raw, self._version = row.data, row.version
                 self._created, self._expiry = row.created, row.expiry
                 self._stored_owner = row.owner
@@ -401,7 +549,8 @@ class SessionStore(MutableMapping[str, Any]):
     async def _update(self, raw: bytes) -> bool:
         """One UPDATE conditioned on the version this store holds."""
         provider = self._provider
-        expiry = provider.deadline(self._created, provider.now())
+        now = self._written_at = provider.now()
+        expiry = provider.deadline(self._created, now)
         if not await provider.update(self.key_hash, raw, expiry, self._owner, self._version):
             return False
         self._version += 1
@@ -414,15 +563,16 @@ class SessionStore(MutableMapping[str, Any]):
         before = decode(self._raw)
         sets = {
             key: value
-            for key, value in self._data.items()
+            for key, value in _items(self)
             if key not in before or _packed(before[key]) != _packed(value)
         }
-        return sets, before.keys() - self._data.keys()
+        return sets, before.keys() - dict.keys(self)
 
     def _forget(self) -> SaveResult:
         """The row is gone: the store is empty and new, and its old id is never reused."""
         self._destroyed, self._new, self._cleared = True, True, False
-        self._data, self._raw, self._version = {}, b"", 0
+        _clear(self)
+        self._raw, self._version = b"", 0
         self._modified = False
         return SaveResult.DESTROYED
 

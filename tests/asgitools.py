@@ -63,6 +63,10 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     await channel.send({"type": "lifespan.startup"})
     started = await channel.receive()
     if started["type"] != "lifespan.startup.complete":
+        # The app then raises its error, as Starlette's router does: collect it.
+        await asyncio.wait([channel.task], timeout=TIMEOUT)
+        if channel.task.done() and not channel.task.cancelled():
+            channel.task.exception()
         raise RuntimeError(f"lifespan startup failed: {started.get('message', started)}")
     try:
         yield

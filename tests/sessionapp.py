@@ -108,6 +108,7 @@ def make_app(provider: MySQLSessionProvider, **options: Any) -> Starlette:
         Route("/fail", fail),
         Route("/cached", cached),
         Route("/too-big", too_big),
+        Route("/touch", touch_only),
         WebSocketRoute("/ws", echo),
     ]
     app = Starlette(routes=routes)
@@ -119,3 +120,9 @@ def make_app(provider: MySQLSessionProvider, **options: Any) -> Starlette:
 
 def client(app: Starlette, base_url: str = "http://testserver") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+async def touch_only(request: Request) -> Response:
+    """Takes request.session without reading a key, as a route that passes it along does."""
+    request.session  # noqa: B018 - Starlette marks the session accessed here
+    return PlainTextResponse("ok")

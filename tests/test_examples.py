@@ -176,6 +176,6 @@ async def test_secure_configuration(name: str, table: str, monkeypatch: pytest.M
     async with serve(example.app, base_url="https://testserver") as http:
         answer = await http.get("/csrf")
         cookie = answer.headers["set-cookie"]
-        assert cookie.startswith("__Host-session=") and "; Secure" in cookie and "; HttpOnly" in cookie
+        assert cookie.startswith("__Host-session=") and "; secure" in cookie and "; httponly" in cookie
         await log_in(http, "ada")
         assert (await http.get("/whoami")).json() == {"user": "ada"}
