@@ -130,7 +130,15 @@ def encode(data: dict[str, Any], *, checked: bool = False) -> bytes:
         for key, value in data.items():
             if not checked or type(value) is list or type(value) is dict:
                 check_value(key, value)
+    if checked:
+        # Every key and value is of an exact type by now, so strict and lax packing give the
+        # same bytes; lax packing takes the store (a dict subclass) without a copy.
+        packed: bytes = _pack_checked(data)
+        return packed
     return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
+
+
+_pack_checked: Any = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
 def decode(raw: bytes) -> dict[str, Any]:

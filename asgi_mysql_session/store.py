@@ -422,7 +422,7 @@ class SessionStore(dict[str, Any]):
     # -- persistence -----------------------------------------------------------------
 
     def _encode(self) -> bytes:
-        raw = encode(_copy(self), checked=True)  # msgpack's strict types want a plain dict
+        raw = encode(self, checked=True)
         if len(raw) > self._provider.max_size:
             raise SessionTooLargeError(
                 f"session is {len(raw)} bytes encoded, over max_size={self._provider.max_size}; "
