@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo demo-fastapi test-browser tour db bench soak dist clean cluster cluster-stop cluster-status test-cluster
+.PHONY: test lint typecheck pytest demo demo-fastapi test-browser tour db bench soak dist clean cluster cluster-stop cluster-status test-cluster cluster-soak cluster-cost
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,13 @@ cluster-status: $(BIN)/.installed
 
 test-cluster: cluster
 	$(BIN)/pytest tests/cluster -p no:cacheprovider
+
+# The cluster under load, not part of `make test` (bench/soak/CLUSTER.md): two uvicorn apps
+# with the 3-host DSN in different orders, the busiest node SIGKILLed, restarted, then another;
+# every acknowledged increment checked on every node. ~2 minutes; CLUSTER_SOAK_ARGS=--quick ~40 s.
+# Ports and folder follow CLUSTER_PORT_OFFSET and CLUSTER_DIR, like `make cluster`.
+cluster-soak: cluster
+	$(BIN)/python bench/soak/cluster_soak.py $(CLUSTER_SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
