@@ -109,5 +109,10 @@ test-cluster: cluster
 cluster-soak: cluster
 	$(BIN)/python bench/soak/cluster_soak.py $(CLUSTER_SOAK_ARGS)
 
+# Read and write req/s of one uvicorn process on the cluster (node 1 alone, the 3-host DSN)
+# against the single server, interleaved rounds with wrk (bench/README.md, "The cluster").
+cluster-cost: cluster
+	$(BIN)/python bench/cluster_cost.py $(CLUSTER_COST_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

@@ -298,7 +298,7 @@ def segments(load: ClusterLoad, wins: list[dict[str, Any]]) -> list[dict[str, An
         if what == "kill":
             win = next(w for w in wins if w["node"] == n and abs(w["kill_at"] - t) < 0.01)
             if win["length"]:
-                cuts.append((t + win["length"], f"node{n}'s window over"))
+                cuts.append((t + win["length"] + 0.001, f"node{n}'s window over"))
     cuts.sort()
     cuts.append((load.args.duration, "end"))
     out = []
