@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test-starlette-compat test lint typecheck pytest demo demo-fastapi test-browser tour db bench soak dist clean cluster cluster-stop cluster-status test-cluster
+.PHONY: test lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-status test-cluster cluster-soak cluster-cost
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,18 @@ cluster-status: $(BIN)/.installed
 
 test-cluster: cluster
 	$(BIN)/pytest tests/cluster -p no:cacheprovider
+
+# The cluster under load, not part of `make test` (bench/soak/CLUSTER.md): two uvicorn apps
+# with the 3-host DSN in different orders, the busiest node SIGKILLed, restarted, then another;
+# every acknowledged increment checked on every node. ~2 minutes; CLUSTER_SOAK_ARGS=--quick ~40 s.
+# Ports and folder follow CLUSTER_PORT_OFFSET and CLUSTER_DIR, like `make cluster`.
+cluster-soak: cluster
+	$(BIN)/python bench/soak/cluster_soak.py $(CLUSTER_SOAK_ARGS)
+
+# Read and write req/s of one uvicorn process on the cluster (node 1 alone, the 3-host DSN)
+# against the single server, interleaved rounds with wrk (bench/README.md, "The cluster").
+cluster-cost: cluster
+	$(BIN)/python bench/cluster_cost.py $(CLUSTER_COST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist

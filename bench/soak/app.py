@@ -4,7 +4,7 @@ bench/soak/soak.py runs it under ``uvicorn --workers 2`` with its DSN pointing a
 proxy. Routes:
 
 ``POST /login?user=U``  a new session holding ``user`` (owner set, id rotated as a real login does)
-``POST /incr``          ``n += 1`` in the session, answers ``{"n": new value}``; 403 without a login
+``POST /incr``          ``n += 1``, answers ``{"user": ..., "n": new value}``; 403 without a login
 ``GET  /read``          ``{"user": ..., "n": ...}``; 403 without a login
 ``POST /logout``        ``request.session.clear()``: the row is deleted, the cookie expired
 ``GET  /ping``          never touches the session (in ``exclude_paths``)
@@ -72,7 +72,7 @@ async def incr(request: Request) -> Response:
         return _answer({"error": "not logged in"}, 403)
     n = session.get("n", 0) + 1
     session["n"] = n
-    return _answer({"n": n})
+    return _answer({"user": session["user"], "n": n})
 
 
 async def read(request: Request) -> Response:

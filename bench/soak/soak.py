@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -701,9 +702,18 @@ class Check:
     orphans: int = 0
 
 
-def verify(load: Load, args: argparse.Namespace, check_time: float) -> Check:
-    """Read every row of the table directly and hold each known session's counter to its bounds."""
-    conn = admin_connection(args.mysql_url)
+def verify(
+    load: Load,
+    args: argparse.Namespace,
+    check_time: float,
+    connect: Callable[[], pymysql.Connection] | None = None,
+) -> Check:
+    """Read every row of the table directly and hold each known session's counter to its bounds.
+
+    ``connect`` opens the connection to read through (default: ``args.mysql_url``); the
+    cluster soak passes one per Galera node, with causal reads on.
+    """
+    conn = connect() if connect is not None else admin_connection(args.mysql_url)
     try:
         with conn.cursor() as cur:
             cur.execute(
