@@ -802,17 +802,32 @@ class MySQLSessionProvider:
         A row that cannot be decoded is logged and removed.
         """
         now = self.now()
-        _, rows = await self._execute(self.sql.select, (key_hash, now, self.born_after(now)))
-        if not rows:
+        found = await self._select(key_hash, now, self.born_after(now))
+        if found is None:
             return None
-        data, expiry, version, created, owner = rows[0]
+        data, expiry, version, created, owner = found
         try:
             values = decode(data) if version else {}
         except SessionDecodeError as exc:
             logger.warning("dropping undecodable session %s: %s", key_hash[:12], exc)
             await self.delete(key_hash)
             return None
-        return Row(bytes(data), values, int(expiry), int(version), int(created), owner)
+        return Row(data, values, expiry, version, created, owner)
+
+    async def _select(self, key_hash: str, now: int, born_after: int) -> sql.Unpacked | None:
+        """The fields of the row in policy (one SELECT of one packed column), or None."""
+        _, rows = await self._execute(self.sql.select, (key_hash, now, born_after))
+        if not rows:
+            return None
+        value = rows[0][0]
+        if value is not None:
+            return sql.unpack(value)
+        # Too big to pack: read the columns one by one (a second SELECT, for such rows only).
+        _, rows = await self._execute(self.sql.select_columns, (key_hash, now, born_after))
+        if not rows:
+            return None
+        data, expiry, version, created, owner = rows[0]
+        return bytes(data), int(expiry), int(version), int(created), owner
 
     async def fetch(self, key_hash: str) -> Row | None:
         """The live row, or None (unknown, expired, past the policy, or superseded)."""
