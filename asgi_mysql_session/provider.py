@@ -27,6 +27,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from . import sql
+from .coalesce import ReadCoalescer
 from .dsn import DSN, parse_dsn
 from .errors import (
     InvalidSessionId,
@@ -202,6 +203,9 @@ class MySQLSessionProvider:
     ``unix_socket``. Pass ``pool=`` instead to share an aiomysql pool you own; it must be
     created with ``autocommit=True`` and ``client_flag=CLIENT.FOUND_ROWS``
     (see :meth:`connect_kwargs`).
+
+    Session reads that arrive in the same event-loop turn share one SELECT
+    (``coalesce_reads=False`` sends each on its own; see ``asgi_mysql_session.coalesce``).
     """
 
     def __init__(
@@ -224,6 +228,7 @@ class MySQLSessionProvider:
         lock_connections: int | None = None,
         clock: Clock = time.time,
         observer: SessionObserver | None = None,
+        coalesce_reads: bool = True,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise SessionConfigError("pass exactly one of dsn= or pool=")
@@ -285,6 +290,8 @@ class MySQLSessionProvider:
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog = Watchdog()
         self._cli = False  # set by the CLI: remedies in messages name its commands
+        #: Reads of one event-loop turn share one SELECT (asgi_mysql_session.coalesce).
+        self._coalescer = ReadCoalescer(self) if coalesce_reads else None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -802,7 +809,17 @@ class MySQLSessionProvider:
         A row that cannot be decoded is logged and removed.
         """
         now = self.now()
-        found = await self._select(key_hash, now, self.born_after(now))
+        loop = self._loop
+        if (
+            self._coalescer is not None
+            and loop is not None
+            and self._thread == get_ident()
+            and asyncio.current_task(loop) is not None
+            and _HELD_LINK.get() is None  # a serialized request reads on its locked connection
+        ):
+            found = await self._coalescer.select(key_hash, now, self.born_after(now), loop)
+        else:
+            found = await self._select(key_hash, now, self.born_after(now))
         if found is None:
             return None
         data, expiry, version, created, owner = found

@@ -124,6 +124,8 @@ _PACKED = (
     "CONCAT(session_expiry, ',', session_version, ',', session_created, ',', "
     "IFNULL(LENGTH(session_owner), -1), ',', IFNULL(session_owner, ''), session_data)"
 )
+#: Length of ``session_key`` (the SHA-256 hex of an id), as select_many's values begin.
+KEY_LENGTH = 64
 #: A row as ``lookup`` gets it: (data, expiry, version, created, owner).
 Unpacked = tuple[bytes, int, int, int, "str | None"]
 
@@ -154,8 +156,9 @@ def statements(table: str) -> Statements:
         # One packed column (see _PACKED); NULL only if the row is too big to pack (larger
         # than the server's max_allowed_packet), then select_columns reads it.
         select=f"SELECT {_PACKED} FROM {t} WHERE session_key = %s AND {_IN_POLICY}",
+        # "key," alone (IFNULL) marks a row too big to pack, as NULL does for select.
         select_many=(
-            f"SELECT CONCAT(session_key, ',', {_PACKED}) FROM {t} "
+            f"SELECT CONCAT(session_key, ',', IFNULL({_PACKED}, '')) FROM {t} "
             f"WHERE session_key IN ({{keys}}) AND {_IN_POLICY}"
         ),
         select_columns=(

@@ -32,6 +32,8 @@ provider = MySQLSessionProvider(
     max_lifetime=86400,
     absolute_lifetime=None,
     gc_interval=None,  # sweeps run only when the bench asks (/_bench/sweep)
+    # BENCH_COALESCE=0 sends every read on its own (run.py --no-coalesce), to compare.
+    coalesce_reads=os.environ.get("BENCH_COALESCE", "1") != "0",
 )
 
 
