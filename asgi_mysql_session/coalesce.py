@@ -35,7 +35,7 @@ _Waiters = dict[str, list["asyncio.Future[sql.Unpacked | None]"]]
 class ReadCoalescer:
     """Batches ``provider._select`` calls of one event loop (see the module's docstring)."""
 
-    __slots__ = ("_inflight", "_pending", "_scheduled", "_statements", "_tasks", "limit", "provider")
+    __slots__ = ("_inflight", "_loop", "_pending", "_scheduled", "_statements", "_tasks", "limit", "provider")
 
     def __init__(self, provider: MySQLSessionProvider, limit: int = BATCH) -> None:
         self.provider = provider
@@ -43,6 +43,9 @@ class ReadCoalescer:
         #: Keys not sent yet, by (now, born_after), each with the futures of its callers.
         self._pending: dict[tuple[int, int], _Waiters] = {}
         self._scheduled = False
+        #: The loop of the pending reads: a provider closed and opened again on another
+        #: loop must not wait for a task that its first loop never ran.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: The callers of each statement being sent.
         self._inflight: dict[asyncio.Task[Any], _Waiters] = {}
@@ -52,6 +55,10 @@ class ReadCoalescer:
         self, key_hash: str, now: int, born_after: int, loop: asyncio.AbstractEventLoop
     ) -> sql.Unpacked | None:
         """What ``provider._select(key_hash, now, born_after)`` returns, read with others."""
+        if self._loop is not loop:
+            self._loop, self._scheduled = loop, False
+            self._pending.clear()
+            self._inflight.clear()
         group = self._pending.get((now, born_after))
         if group is None:
             group = self._pending[(now, born_after)] = {}

@@ -141,3 +141,26 @@ async def test_more_keys_than_a_batch_and_a_row_too_big_to_pack(
     rows = await asyncio.gather(*(provider.fetch(key_of(s)) for s in sids[:3]))
     assert [(row.values, row.owner) for row in rows if row] == [({"n": i}, "o") for i in range(3)]
     assert statements.delta() == {"select": 1 + 3}
+
+
+def test_a_provider_opened_again_on_another_loop_still_reads(table: str) -> None:
+    provider = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, gc_interval=None)
+    coalescer = provider._coalescer
+    assert coalescer is not None
+
+    async def first() -> str:
+        async with provider:
+            sid = await make_session(provider, n=1)
+            assert await provider.fetch(key_of(sid)) is not None
+        # What a loop that stopped before it sent its batch leaves behind.
+        coalescer._scheduled = True
+        coalescer._pending[(0, 0)] = {key_of(sid): [asyncio.get_running_loop().create_future()]}
+        return sid
+
+    async def second(sid: str) -> None:
+        async with provider:
+            row = await asyncio.wait_for(provider.fetch(key_of(sid)), 5)
+            assert row is not None and row.values == {"n": 1}
+
+    sid = asyncio.run(first())
+    asyncio.run(second(sid))
