@@ -4,8 +4,10 @@ Under load many requests reach ``provider.lookup`` in one turn of the event loop
 sockets became readable together). Each would cost a pooled connection, a round trip and
 a result set parsed in Python; read together they cost one
 ``SELECT ... WHERE session_key IN (...)`` of at most ``BATCH`` keys. Nothing waits for a
-timer: a read is sent in the turn after it arrived, alone if it came alone (then with the
-very statement a separate read runs, so a lone read is still one plain SELECT).
+timer. A read that finds no other read in flight is sent at once, alone, with the very
+statement a separate read runs (a lone read is one plain SELECT and waits for nothing);
+the reads that arrive while reads are in flight are collected until the end of the turn
+and sent together in the next one (alone, with that same plain SELECT, if only one came).
 
 Each caller waits on a future of its own. The statement runs in a task of its own, so a
 caller that is cancelled leaves the others (and the statement) alone; a failure, the
@@ -35,7 +37,17 @@ _Waiters = dict[str, list["asyncio.Future[sql.Unpacked | None]"]]
 class ReadCoalescer:
     """Batches ``provider._select`` calls of one event loop (see the module's docstring)."""
 
-    __slots__ = ("_inflight", "_loop", "_pending", "_scheduled", "_statements", "_tasks", "limit", "provider")
+    __slots__ = (
+        "_alone",
+        "_inflight",
+        "_loop",
+        "_pending",
+        "_scheduled",
+        "_statements",
+        "_tasks",
+        "limit",
+        "provider",
+    )
 
     def __init__(self, provider: MySQLSessionProvider, limit: int = BATCH) -> None:
         self.provider = provider
@@ -50,6 +62,8 @@ class ReadCoalescer:
         #: The callers of each statement being sent.
         self._inflight: dict[asyncio.Task[Any], _Waiters] = {}
         self._statements: dict[int, str] = {}
+        #: Reads sent at once, alone, because no other read was in flight.
+        self._alone = 0
 
     async def select(
         self, key_hash: str, now: int, born_after: int, loop: asyncio.AbstractEventLoop
@@ -59,6 +73,15 @@ class ReadCoalescer:
             self._loop, self._scheduled = loop, False
             self._pending.clear()
             self._inflight.clear()
+            self._alone = 0
+        if not (self._alone or self._scheduled or self._inflight):
+            # Nothing in flight: nothing to share a statement with, so no reason to wait for
+            # the end of the turn. The reads that arrive while this one is out are batched.
+            self._alone += 1
+            try:
+                return await self.provider._select(key_hash, now, born_after)
+            finally:
+                self._alone -= 1
         group = self._pending.get((now, born_after))
         if group is None:
             group = self._pending[(now, born_after)] = {}

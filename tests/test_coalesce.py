@@ -46,7 +46,8 @@ async def test_concurrent_reads_answer_what_separate_reads_answer(
     together = await asyncio.gather(*(provider.lookup(key) for key in keys + keys[::-1]))
     assert list(together) == alone + alone[::-1]
     distinct = len(set(keys))
-    assert statements.delta() == {"select": -(-distinct // BATCH)}  # every read of the turn batched
+    # The first read goes at once (nothing was in flight), the rest of the turn is batched.
+    assert statements.delta() == {"select": 1 + -(-(distinct - 1) // BATCH)}
 
     separate = MySQLSessionProvider(
         MYSQL_URL, table=table, clock=clock, gc_interval=None, coalesce_reads=False
@@ -80,10 +81,10 @@ async def test_a_cancelled_reader_leaves_the_others_alone(provider: MySQLSession
     tasks = [asyncio.create_task(provider.fetch(key_of(sid))) for sid in sids]
     await asyncio.sleep(0)  # every read is pending
     await asyncio.sleep(0)  # the batch is on its way
-    tasks[0].cancel()
+    tasks[1].cancel()  # the first read went alone; the second and third share a statement
     rows = await asyncio.gather(*tasks, return_exceptions=True)
-    assert isinstance(rows[0], asyncio.CancelledError)
-    assert [row.values for row in rows[1:]] == [{"n": 1}, {"n": 2}]  # type: ignore[union-attr]
+    assert isinstance(rows[1], asyncio.CancelledError)
+    assert [rows[0].values, rows[2].values] == [{"n": 0}, {"n": 2}]  # type: ignore[union-attr]
     # Cancelled before anything was sent: nothing is sent for it.
     task = asyncio.create_task(provider.fetch(key_of(sids[0])))
     await asyncio.sleep(0)
@@ -97,8 +98,11 @@ async def test_a_failure_reaches_every_reader(
     provider: MySQLSessionProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sids = [await make_session(provider, n=i) for i in range(4)]
-    broken = provider.sql.select_many.replace("session_key IN", "no_such_column IN")
-    monkeypatch.setattr(provider, "sql", sql.Statements(**{**provider.sql.__dict__, "select_many": broken}))
+    broken = {
+        name: getattr(provider.sql, name).replace("WHERE session_key", "WHERE no_such_column", 1)
+        for name in ("select", "select_many")
+    }
+    monkeypatch.setattr(provider, "sql", sql.Statements(**{**provider.sql.__dict__, **broken}))
     provider._coalescer._statements.clear()  # type: ignore[union-attr]
     results = await asyncio.gather(*(provider.fetch(key_of(s)) for s in sids), return_exceptions=True)
     assert all(isinstance(r, SessionBackendError) and "statement failed" in str(r) for r in results)
@@ -109,8 +113,11 @@ async def test_the_statement_deadline_applies(
     provider: MySQLSessionProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sids = [await make_session(provider, n=i) for i in range(3)]
-    slow = provider.sql.select_many.replace(" WHERE ", " WHERE SLEEP(2) = 0 AND ", 1)
-    monkeypatch.setattr(provider, "sql", sql.Statements(**{**provider.sql.__dict__, "select_many": slow}))
+    slow = {
+        name: getattr(provider.sql, name).replace(" WHERE ", " WHERE SLEEP(2) = 0 AND ", 1)
+        for name in ("select", "select_many")
+    }
+    monkeypatch.setattr(provider, "sql", sql.Statements(**{**provider.sql.__dict__, **slow}))
     provider._coalescer._statements.clear()  # type: ignore[union-attr]
     provider.timeout = 0.3
     loop = asyncio.get_running_loop()
@@ -126,11 +133,11 @@ async def test_the_statement_deadline_applies(
 async def test_more_keys_than_a_batch_and_a_row_too_big_to_pack(
     provider: MySQLSessionProvider, statements: StatementCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sids = [await make_session(provider, owner="o", n=i) for i in range(BATCH + 5)]
+    sids = [await make_session(provider, owner="o", n=i) for i in range(BATCH + 6)]
     statements.start()
     rows = await asyncio.gather(*(provider.fetch(key_of(s)) for s in sids))
-    assert [row.values["n"] for row in rows if row] == list(range(BATCH + 5))
-    assert statements.delta() == {"select": 2}
+    assert [row.values["n"] for row in rows if row] == list(range(BATCH + 6))
+    assert statements.delta() == {"select": 1 + 2}  # the first alone, then 32 and 5
     # A value the server could not pack (over max_allowed_packet) comes back as "key,".
     too_big = provider.sql.select_many.replace(
         f"IFNULL({sql._PACKED}, '')", "IFNULL(CAST(NULL AS BINARY), '')"
@@ -138,9 +145,9 @@ async def test_more_keys_than_a_batch_and_a_row_too_big_to_pack(
     monkeypatch.setattr(provider, "sql", sql.Statements(**{**provider.sql.__dict__, "select_many": too_big}))
     provider._coalescer._statements.clear()  # type: ignore[union-attr]
     statements.start()
-    rows = await asyncio.gather(*(provider.fetch(key_of(s)) for s in sids[:3]))
-    assert [(row.values, row.owner) for row in rows if row] == [({"n": i}, "o") for i in range(3)]
-    assert statements.delta() == {"select": 1 + 3}
+    rows = await asyncio.gather(*(provider.fetch(key_of(s)) for s in sids[:4]))
+    assert [(row.values, row.owner) for row in rows if row] == [({"n": i}, "o") for i in range(4)]
+    assert statements.delta() == {"select": 1 + 1 + 3}  # the first alone, the batch, 3 too big
 
 
 def test_a_provider_opened_again_on_another_loop_still_reads(table: str) -> None:

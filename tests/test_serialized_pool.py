@@ -65,8 +65,15 @@ async def until(condition: object, seconds: float = 5.0) -> None:
 async def test_made_up_ids_on_a_serialized_path_never_starve_other_sessions(
     table: str, clock: FakeClock
 ) -> None:
+    # Reads one by one: the wait below counts one SELECT per read (coalesced, they may share one).
     provider = MySQLSessionProvider(
-        MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=None, timeout=1.0
+        MYSQL_URL,
+        table=table,
+        create_table=True,
+        clock=clock,
+        gc_interval=None,
+        timeout=1.0,
+        coalesce_reads=False,
     )
     async with provider:
         user = await make_session(provider, user="ada")
