@@ -114,6 +114,8 @@ class ReadCoalescer:
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send up to ``limit`` keys of one group; more pending keys get a task of their own."""
+        if not self._pending:  # dropped meanwhile (the provider moved to another loop)
+            return
         (now, born_after), group = next(iter(self._pending.items()))
         batch = {key: group.pop(key) for key in list(islice(group, self.limit))}
         if not group:
@@ -148,7 +150,7 @@ class ReadCoalescer:
                 raise
             return
         finally:
-            del self._inflight[task]
+            self._inflight.pop(task, None)
         for key, waiters in batch.items():
             row = found.get(key)
             for waiter in waiters:
