@@ -27,6 +27,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from . import sql
+from .coalesce import ReadCoalescer
 from .coordination import CAUSAL_READS, Cluster, Leases, cluster_option, detect, new_holder
 from .dsn import DSN, parse_dsn
 from .errors import (
@@ -233,6 +234,9 @@ class MySQLSessionProvider:
     over between (see ``pool.py``). Pass ``pool=`` instead to share an aiomysql pool you own; it must be
     created with ``autocommit=True`` and ``client_flag=CLIENT.FOUND_ROWS``
     (see :meth:`connect_kwargs`).
+
+    Session reads that arrive in the same event-loop turn share one SELECT
+    (``coalesce_reads=False`` sends each on its own; see ``asgi_mysql_session.coalesce``).
     """
 
     def __init__(
@@ -258,6 +262,7 @@ class MySQLSessionProvider:
         cluster: str | Cluster = "auto",
         causal_reads: bool = True,
         lease_ttl: float = 15.0,
+        coalesce_reads: bool = True,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise SessionConfigError("pass exactly one of dsn= or pool=")
@@ -328,6 +333,8 @@ class MySQLSessionProvider:
         self.leases = Leases(self.table, lease_ttl)
         self._session_setup: str | None = None  # the statement each connection runs once
         self._cli = False  # set by the CLI: remedies in messages name its commands
+        #: Reads of one event-loop turn share one SELECT (asgi_mysql_session.coalesce).
+        self._coalescer = ReadCoalescer(self) if coalesce_reads else None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -1020,17 +1027,42 @@ class MySQLSessionProvider:
         A row that cannot be decoded is logged and removed.
         """
         now = self.now()
-        _, rows = await self._execute(self.sql.select, (key_hash, now, self.born_after(now)))
-        if not rows:
+        loop = self._loop
+        if (
+            self._coalescer is not None
+            and loop is not None
+            and self._thread == get_ident()
+            and asyncio.current_task(loop) is not None
+            and _HELD_LINK.get() is None  # a serialized request reads on its locked connection
+        ):
+            found = await self._coalescer.select(key_hash, now, self.born_after(now), loop)
+        else:
+            found = await self._select(key_hash, now, self.born_after(now))
+        if found is None:
             return None
-        data, expiry, version, created, owner = rows[0]
+        data, expiry, version, created, owner = found
         try:
             values = decode(data) if version else {}
         except SessionDecodeError as exc:
             logger.warning("dropping undecodable session %s: %s", key_hash[:12], exc)
             await self.delete(key_hash)
             return None
-        return Row(bytes(data), values, int(expiry), int(version), int(created), owner)
+        return Row(data, values, expiry, version, created, owner)
+
+    async def _select(self, key_hash: str, now: int, born_after: int) -> sql.Unpacked | None:
+        """The fields of the row in policy (one SELECT of one packed column), or None."""
+        _, rows = await self._execute(self.sql.select, (key_hash, now, born_after))
+        if not rows:
+            return None
+        value = rows[0][0]
+        if value is not None:
+            return sql.unpack(value)
+        # Too big to pack: read the columns one by one (a second SELECT, for such rows only).
+        _, rows = await self._execute(self.sql.select_columns, (key_hash, now, born_after))
+        if not rows:
+            return None
+        data, expiry, version, created, owner = rows[0]
+        return bytes(data), int(expiry), int(version), int(created), owner
 
     async def fetch(self, key_hash: str) -> Row | None:
         """The live row, or None (unknown, expired, past the policy, or superseded)."""

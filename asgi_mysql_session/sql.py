@@ -80,6 +80,11 @@ class Statements:
 
     table: str
     select: str
+    #: ``select`` for many keys at once: ``{keys}`` is replaced by one ``%s`` per key, and
+    #: every value starts with its key (see ``unpack_keyed``).
+    select_many: str
+    #: The columns ``select`` packs, one by one: only for a row too big to pack.
+    select_columns: str
     exist: str
     insert: str
     update: str
@@ -109,13 +114,54 @@ _IN_POLICY = "session_expiry > %s AND (session_created = 0 OR session_created > 
 LIVE = f"{_IN_POLICY} AND session_version > 0"
 TOMBSTONE_VERSION = 0
 
+#: What a read needs, packed by the server into one value: every column of a result set
+#: costs PyMySQL a column-definition packet parsed in Python on every statement (about as
+#: much as the rest of the statement), so a read returns one column, not five. The value is
+#: ``expiry,version,created,owner_bytes,`` + owner + data, where owner_bytes is -1 for a
+#: NULL owner: the owner may hold any character (commas, NUL) as its length is given, and
+#: the result is a binary string (session_data is a BLOB), so nothing is transcoded.
+_PACKED = (
+    "CONCAT(session_expiry, ',', session_version, ',', session_created, ',', "
+    "IFNULL(LENGTH(session_owner), -1), ',', IFNULL(session_owner, ''), session_data)"
+)
+#: Length of ``session_key`` (the SHA-256 hex of an id), as select_many's values begin.
+KEY_LENGTH = 64
+#: A row as ``lookup`` gets it: (data, expiry, version, created, owner).
+Unpacked = tuple[bytes, int, int, int, "str | None"]
+
+
+def unpack(value: bytes) -> Unpacked:
+    """The fields of a value of ``Statements.select`` (see ``_PACKED``)."""
+    expiry, version, created, size, rest = value.split(b",", 4)
+    n = int(size)
+    if n < 0:
+        return rest, int(expiry), int(version), int(created), None
+    return rest[n:], int(expiry), int(version), int(created), rest[:n].decode()
+
+
+def unpack_keyed(value: bytes) -> tuple[str, Unpacked]:
+    """(key, fields) of a value of ``Statements.select_many``: the key comes first."""
+    key, expiry, version, created, size, rest = value.split(b",", 5)
+    n = int(size)
+    owner = rest[:n].decode() if n >= 0 else None
+    data = rest[n:] if n > 0 else rest
+    return key.decode(), (data, int(expiry), int(version), int(created), owner)
+
 
 def statements(table: str) -> Statements:
     t = f"`{check_table_name(table)}`"
     return Statements(
         table=table,
         # Tombstones are returned too (version 0): the caller tells "superseded" from "unknown".
-        select=(
+        # One packed column (see _PACKED); NULL only if the row is too big to pack (larger
+        # than the server's max_allowed_packet), then select_columns reads it.
+        select=f"SELECT {_PACKED} FROM {t} WHERE session_key = %s AND {_IN_POLICY}",
+        # "key," alone (IFNULL) marks a row too big to pack, as NULL does for select.
+        select_many=(
+            f"SELECT CONCAT(session_key, ',', IFNULL({_PACKED}, '')) FROM {t} "
+            f"WHERE session_key IN ({{keys}}) AND {_IN_POLICY}"
+        ),
+        select_columns=(
             "SELECT session_data, session_expiry, session_version, session_created, session_owner "
             f"FROM {t} WHERE session_key = %s AND {_IN_POLICY}"
         ),

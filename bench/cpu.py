@@ -29,7 +29,7 @@ from filldb import BenchTable, signed_cookies, unique_table_name
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "apps"))
 
-MODULES = {"project": "project_app", "raw": "raw_app", "cookie": "cookie_app"}
+MODULES = {"project": "project_app", "lean": "lean_app", "raw": "raw_app", "cookie": "cookie_app"}
 
 
 async def lifespan(app: Any, event: str, inbox: asyncio.Queue[Any], outbox: asyncio.Queue[Any]) -> None:
@@ -106,7 +106,7 @@ async def measure(app_name: str, workload: str, ids: list[str], cookies: list[st
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--apps", default="project,raw")
+    p.add_argument("--apps", default="project,lean")
     p.add_argument("--workloads", default="read,write,login,skip")
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=10)

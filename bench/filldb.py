@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -168,9 +169,45 @@ class BenchTable:
         self.conn.close()
 
 
-def session_data(i: int) -> dict[str, object]:
-    """What every pre-filled session holds (about 60 bytes of msgpack)."""
-    return {"user": f"user-{i:07d}", "csrf": secrets.token_urlsafe(16), "n": 0}
+#: The session shapes the bench can fill (``BENCH_SESSION`` or run.py's ``--session``).
+SESSIONS = ("login", "one", "cart")
+
+
+def session_kind() -> str:
+    kind = os.environ.get("BENCH_SESSION", "login")
+    if kind not in SESSIONS:
+        raise SystemExit(f"bench: BENCH_SESSION must be one of {', '.join(SESSIONS)}, not {kind!r}")
+    return kind
+
+
+def login_session(user_id: int) -> dict[str, object]:
+    """What a real app keeps after a login (about 100 bytes of msgpack): the bench's default."""
+    return {
+        "user_id": user_id,
+        "name": f"user-{user_id:07d}",
+        "roles": ["reader", "writer"],
+        "csrf": secrets.token_hex(16),
+        "counter": 0,
+    }
+
+
+def session_data(i: int, kind: str | None = None) -> dict[str, object]:
+    """What every pre-filled session holds: ``login`` (default), ``one`` key, or an 8 KB ``cart``."""
+    kind = kind or session_kind()
+    if kind == "one":
+        return {"user_id": i}
+    session = login_session(i)
+    if kind == "cart":  # 50 items of ~160 bytes: about 8 KB of msgpack
+        session["cart"] = [
+            {
+                "sku": f"SKU-{i:07d}-{n:02d}",
+                "title": f"item {n} " + "x" * 112,
+                "qty": 1 + n % 3,
+                "cents": 1999,
+            }
+            for n in range(50)
+        ]
+    return session
 
 
 def signed_cookies(ids: list[str], secret: str, path: Path) -> None:

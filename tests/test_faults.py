@@ -210,8 +210,10 @@ async def test_statements_in_flight_when_connections_drop_raise_backend_error_an
     sent: list[int] = []
     proxy.on_request(b"SELECT", lambda: sent.append(1), once=False)
     proxy.stall_reads(True)  # no answer gets through: every read stays in flight
-    reads = [asyncio.ensure_future(provider.read(provider.new_session_id())) for _ in range(4)]
-    await eventually(lambda: len(sent) == 4, "four SELECTs reached the proxy")
+    reads = []
+    for n in range(1, 5):  # in turns of their own: reads of one turn would share one SELECT
+        reads.append(asyncio.ensure_future(provider.read(provider.new_session_id())))
+        await eventually(lambda n=n: len(sent) == n, f"SELECT {n} reached the proxy")  # type: ignore[misc]
     proxy.drop_all()
     results = await bounded(asyncio.gather(*reads, return_exceptions=True))
     assert all(isinstance(r, SessionBackendError) for r in results), results

@@ -67,7 +67,13 @@ async def until(condition: object, seconds: float = 5.0) -> None:
 async def provider(table: str, clock: FakeClock) -> AsyncIterator[MySQLSessionProvider]:
     """The default pool of 10, and a short timeout: a starved pool would answer 503 quickly."""
     async with MySQLSessionProvider(
-        MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=None, timeout=1.0
+        MYSQL_URL,
+        table=table,
+        create_table=True,
+        clock=clock,
+        gc_interval=None,
+        timeout=1.0,
+        coalesce_reads=False,  # reads one by one: the waits below count one SELECT per read
     ) as provider:
         yield provider
         assert_no_connection_checked_out(provider)

@@ -7,6 +7,7 @@ session with the same secret, so the read and write workloads see the same data.
 from __future__ import annotations
 
 import os
+import secrets
 
 from starlette.applications import Starlette
 from starlette.middleware.sessions import SessionMiddleware
@@ -23,18 +24,18 @@ async def health(request: Request) -> Response:
 
 
 async def read(request: Request) -> Response:
-    user = request.session.get("user")
+    user = request.session.get("user_id")
     if user is None:
         return DENIED
-    return JSONResponse({"user": user})
+    return JSONResponse({"user_id": user})
 
 
 async def write(request: Request) -> Response:
     session = request.session
-    if "user" not in session:
+    if "user_id" not in session:
         return DENIED
-    session["n"] = session.get("n", 0) + 1
-    return JSONResponse({"n": session["n"]})
+    session["counter"] = session.get("counter", 0) + 1
+    return JSONResponse({"counter": session["counter"]})
 
 
 async def skip(request: Request) -> Response:
@@ -42,8 +43,16 @@ async def skip(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    request.session["user"] = "new-user"
-    return JSONResponse({"user": "new-user"})
+    request.session.update(
+        {
+            "user_id": 1,
+            "name": "new-user",
+            "roles": ["reader", "writer"],
+            "csrf": secrets.token_hex(16),
+            "counter": 0,
+        }
+    )
+    return JSONResponse({"user_id": 1})
 
 
 app = Starlette(

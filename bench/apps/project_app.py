@@ -9,6 +9,7 @@ presented cookie is otherwise read even by a route that never touches the sessio
 from __future__ import annotations
 
 import os
+import secrets
 import time
 
 from starlette.applications import Starlette
@@ -31,6 +32,8 @@ provider = MySQLSessionProvider(
     max_lifetime=86400,
     absolute_lifetime=None,
     gc_interval=None,  # sweeps run only when the bench asks (/_bench/sweep)
+    # BENCH_COALESCE=0 sends every read on its own (run.py --no-coalesce), to compare.
+    coalesce_reads=os.environ.get("BENCH_COALESCE", "1") != "0",
 )
 
 
@@ -39,18 +42,18 @@ async def health(request: Request) -> Response:
 
 
 async def read(request: Request) -> Response:
-    user = request.session.get("user")
+    user = request.session.get("user_id")
     if user is None:  # the load generator counts 4xx as errors: a wrong cookie cannot pass
         return DENIED
-    return JSONResponse({"user": user})
+    return JSONResponse({"user_id": user})
 
 
 async def write(request: Request) -> Response:
     session = request.session
-    if "user" not in session:
+    if "user_id" not in session:
         return DENIED
-    session["n"] = session.get("n", 0) + 1
-    return JSONResponse({"n": session["n"]})
+    session["counter"] = session.get("counter", 0) + 1
+    return JSONResponse({"counter": session["counter"]})
 
 
 async def skip(request: Request) -> Response:
@@ -58,9 +61,17 @@ async def skip(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    request.session["user"] = "new-user"
+    request.session.update(
+        {
+            "user_id": 1,
+            "name": "new-user",
+            "roles": ["reader", "writer"],
+            "csrf": secrets.token_hex(16),
+            "counter": 0,
+        }
+    )
     await regenerate_session(request)  # what a real login does; free for a new session
-    return JSONResponse({"user": "new-user"})
+    return JSONResponse({"user_id": 1})
 
 
 async def sweep(request: Request) -> Response:

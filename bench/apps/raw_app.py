@@ -1,4 +1,4 @@
-"""The practical limit: the same SQL per request with raw aiomysql, msgpack and no session library.
+"""The mirrored limit: the same SQL per request with raw aiomysql, msgpack and no session library.
 
 read: one SELECT by the SHA-256 of the cookie with the expiry check; write: that SELECT and a
 version-checked UPDATE; login: one INSERT of a new random id; skip: nothing. Same pool size,
@@ -67,7 +67,7 @@ async def read(request: Request) -> Response:
     if row is None:
         return DENIED
     data = msgpack.unpackb(row[0], raw=False)
-    return JSONResponse({"user": data["user"]})
+    return JSONResponse({"user_id": data["user_id"]})
 
 
 async def write(request: Request) -> Response:
@@ -81,12 +81,12 @@ async def write(request: Request) -> Response:
         if row is None:
             return DENIED
         data = msgpack.unpackb(row[0], raw=False)
-        data["n"] = data.get("n", 0) + 1
+        data["counter"] = data.get("counter", 0) + 1
         raw = msgpack.packb(data, use_bin_type=True)
         await cur.execute(UPDATE, (raw, now + LIFETIME, row[4], key, row[2], now))
         if cur.rowcount != 1:
             return PlainTextResponse("conflict", status_code=409)
-    response = JSONResponse({"n": data["n"]})
+    response = JSONResponse({"counter": data["counter"]})
     response.headers.append("set-cookie", COOKIE.format(request.cookies["session"], LIFETIME))
     return response
 
@@ -98,10 +98,17 @@ async def skip(request: Request) -> Response:
 async def login(request: Request) -> Response:
     sid = secrets.token_urlsafe(32)
     now = int(time.time())
-    raw = msgpack.packb({"user": "new-user"}, use_bin_type=True)
+    data = {
+        "user_id": 1,
+        "name": "new-user",
+        "roles": ["reader", "writer"],
+        "csrf": secrets.token_hex(16),
+        "counter": 0,
+    }
+    raw = msgpack.packb(data, use_bin_type=True)
     async with state["pool"].acquire() as conn, conn.cursor() as cur:
         await cur.execute(INSERT, (hashlib.sha256(sid.encode()).hexdigest(), raw, now + LIFETIME, now, None))
-    response = JSONResponse({"user": "new-user"})
+    response = JSONResponse({"user_id": 1})
     response.headers.append("set-cookie", COOKIE.format(sid, LIFETIME))
     return response
 
