@@ -688,31 +688,29 @@ class MySQLSessionProvider:
         token = watchdog.arm(loop, self.timeout, task)
         link: _Link | None = None
         try:
-            try:
-                conn = await pool.acquire()
-            except (pymysql.err.MySQLError, OSError) as exc:
-                raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
-            link = _Link(conn, self, False)
-            if self._session_setup is not None and getattr(conn, _SETUP_MARK, None) != self._session_setup:
-                await self._set_up(link)
-            try:
-                return await link.execute(statement, args)
-            except SessionBackendError as exc:
-                if not (link.broken and getattr(pool, "several_hosts", False) and _lost_read(statement, exc)):
-                    raise
-            # With several hosts, a read whose connection was gone (its node died, or is not
-            # ready) changed nothing: it runs once more on another connection, within the same
-            # deadline. Writes never run again: one whose connection died may have committed.
-            self._give_back(pool, link)
-            link = None
-            try:
-                conn = await pool.acquire()
-            except (pymysql.err.MySQLError, OSError) as exc:
-                raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
-            link = _Link(conn, self, False)
-            if self._session_setup is not None and getattr(conn, _SETUP_MARK, None) != self._session_setup:
-                await self._set_up(link)
-            return await link.execute(statement, args)
+            for retried in (False, True):
+                try:
+                    conn = await pool.acquire()
+                except (pymysql.err.MySQLError, OSError) as exc:
+                    raise self._failed(f"cannot connect to the database: {exc}", "connection") from exc
+                link = _Link(conn, self, False)
+                setup = self._session_setup
+                if setup is not None and getattr(conn, _SETUP_MARK, None) != setup:
+                    await self._set_up(link)
+                try:
+                    return await link.execute(statement, args)
+                except SessionBackendError as exc:
+                    if retried or not (
+                        link.broken and getattr(pool, "several_hosts", False) and _lost_read(statement, exc)
+                    ):
+                        raise
+                # With several hosts, a read whose connection was gone (its node died, or is not
+                # ready) changed nothing: it runs once more on another connection, within the
+                # same deadline. Writes never run again: one whose connection died may have
+                # committed.
+                self._give_back(pool, link)
+                link = None
+            raise AssertionError("unreachable")  # pragma: no cover
         except asyncio.CancelledError as exc:  # link.execute marked its connection broken
             if watchdog.expired(token):
                 raise self._failed(

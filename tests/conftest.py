@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pymysql
 import pytest
@@ -137,3 +138,13 @@ def is_tombstone(db: Database, table: str, sid: str) -> bool:
         f"SELECT session_data, session_version FROM `{table}` WHERE session_key = %s", (key_of(sid),)
     )
     return rows == [(b"", 0)]
+
+
+async def eventually(condition: Callable[[], bool], what: str, bound: float = 10.0) -> None:
+    """Wait (at most ``bound`` seconds) until ``condition()`` holds, polling every 10 ms."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"still not true after {bound:g}s: {what}")
+        await asyncio.sleep(0.01)

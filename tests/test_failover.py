@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import MYSQL_URL, assert_no_connection_checked_out
+from conftest import eventually as wait_until
 from faultproxy import FaultProxy
 
 from asgi_mysql_session import MySQLSessionProvider, SessionBackendError
@@ -41,12 +42,7 @@ async def bounded(aw: Awaitable[T]) -> T:
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"still not true after {BOUND:g}s: {what}")
-        await asyncio.sleep(0.01)
+    await wait_until(condition, what, BOUND)
 
 
 def closed_port() -> int:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import MYSQL_URL, assert_no_connection_checked_out
+from conftest import eventually as wait_until
 from faultproxy import FaultProxy, send
 
 from asgi_mysql_session import MySQLSessionProvider, SessionBackendError
@@ -53,13 +54,7 @@ async def bounded(aw: Awaitable[T]) -> T:
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND
-    while not condition():
-        if loop.time() > deadline:
-            pytest.fail(f"still not true after {BOUND:g}s: {what}")
-        await asyncio.sleep(0.01)
+    await wait_until(condition, what, BOUND)
 
 
 def pool_of(provider: MySQLSessionProvider) -> Any:
