@@ -185,6 +185,7 @@ class SessionMiddleware:
         self.secure = secure
         self.header_name = header_name.lower().encode("latin-1") if header_name else None
         self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
+        self._excluded = _prefix_rule(self.exclude_paths) if self.exclude_paths else None
         self.lazy = lazy
         self.error_status = error_status
         self.error_body = error_body
@@ -192,6 +193,9 @@ class SessionMiddleware:
             self.serialize_paths: tuple[str, ...] | None = ("",) if serialize else None
         else:
             self.serialize_paths = tuple(p.rstrip("/") for p in serialize)
+        self._serialized_rule = (
+            _prefix_rule(self.serialize_paths) if self.serialize_paths is not None else None
+        )
         self.lock_timeout = lock_timeout
         self.busy_status = busy_status
         # Starlette's order and spelling: name=value; path=/; Max-Age=N; httponly;
@@ -211,8 +215,8 @@ class SessionMiddleware:
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        excluded = self.exclude_paths
-        if kind not in ("http", "websocket") or (excluded and _matches(scope["path"], excluded)):
+        excluded = self._excluded
+        if kind not in ("http", "websocket") or (excluded is not None and _matches(scope["path"], excluded)):
             await self.app(scope, receive, send)
             return
         session = _RequestSession(self, self._presented_id(scope))
@@ -220,10 +224,10 @@ class SessionMiddleware:
         scope[SCOPE_KEY] = session
         presented = session.presented
         if (
-            self.serialize_paths is not None
+            self._serialized_rule is not None
             and presented is not None
             and is_well_formed(presented)
-            and _matches(scope["path"], self.serialize_paths)
+            and _matches(scope["path"], self._serialized_rule)
         ):
             await self._serialized(scope, receive, send, session, hash_id(presented))
         else:
@@ -498,11 +502,18 @@ class SessionMiddleware:
 _LIFESPAN_ENDS = ("lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed")
 
 
-def _matches(path: str, prefixes: tuple[str, ...]) -> bool:
-    """Path-prefix match on whole segments ("" matches everything)."""
-    if not path.startswith(prefixes):  # the usual answer, found without a Python loop
-        return False
-    return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
+def _prefix_rule(prefixes: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Path prefixes on whole segments, as (the paths themselves, what lies below them).
+
+    "" matches everything: every request path starts with "/".
+    """
+    return frozenset(prefixes), tuple(p + "/" for p in prefixes)
+
+
+def _matches(path: str, rule: tuple[frozenset[str], tuple[str, ...]]) -> bool:
+    """Whether ``path`` is one of the prefixes or below one: two C calls, no Python loop."""
+    exact, below = rule
+    return path in exact or path.startswith(below)
 
 
 # -- helpers for apps ----------------------------------------------------------------------
