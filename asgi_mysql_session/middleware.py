@@ -347,7 +347,7 @@ class SessionMiddleware:
         already keeps shared caches out (``private`` or ``no-store``) is kept.
         """
         names = b"\0" + b"\0".join(map(itemgetter(0), headers)).lower() + b"\0"  # C calls, no loop
-        if not any(name in names for name in _CACHE_HEADERS):
+        if b"control\0" not in names:  # none of _CACHE_HEADERS (all end so): one C call
             headers.append((b"cache-control", b"no-store"))
             return headers
         kept: list[tuple[bytes, bytes]] = []
@@ -361,6 +361,9 @@ class SessionMiddleware:
                 others += 1
             else:
                 kept.append((name, value))
+        if not policy and not others:  # another "...-control" header: nothing to override
+            kept.append((b"cache-control", b"no-store"))
+            return kept
         directives = {d.strip().split(b"=")[0].lower() for v in policy for d in v.split(b",")}
         if others or not directives & {b"private", b"no-store"}:
             if not self._warned_cache:

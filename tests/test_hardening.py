@@ -356,3 +356,14 @@ async def test_a_read_only_server_refuses_the_first_write_clearly_and_nothing_is
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+async def test_another_control_header_is_kept_and_no_override_is_logged(
+    provider: MySQLSessionProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with client(cache_app(provider, {"x-frame-control": "deny"})) as http:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            response = await http.get("/login")
+    assert response.headers["x-frame-control"] == "deny"
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert not [r for r in caplog.records if "replaced" in r.getMessage()]
