@@ -820,10 +820,7 @@ class MySQLSessionProvider:
             store._load(sid, row, key)
 
     async def exist(self, sid: str) -> bool:
-        key = hash_id(self._checked(sid))
-        now = self.now()
-        _, rows = await self._execute(self.sql.exist, (key, now, self.born_after(now)))
-        return bool(rows)
+        return await self._live(hash_id(self._checked(sid)))
 
     async def regenerate(self, old_sid: str, new_sid: str) -> SessionStore:
         """Move the session to ``new_sid`` at once; the old id is dead (superseded) at once."""
@@ -959,6 +956,7 @@ class MySQLSessionProvider:
             yield True
 
     async def _live(self, key_hash: str) -> bool:
+        """Whether a live session has this key (one SELECT)."""
         now = self.now()
         _, rows = await self._execute(self.sql.exist, (key_hash, now, self.born_after(now)))
         return bool(rows)

@@ -26,8 +26,12 @@ _CONTAINERS = frozenset((list, dict))
 
 
 def holds_containers(data: dict[str, Any]) -> bool:
-    """True if a value may have changed in place since it was set (a list or a dict)."""
-    return not _CONTAINERS.isdisjoint(map(type, data.values()))
+    """True if a value may have changed in place since it was set (a list or a dict).
+
+    Reads the dict's own storage (``dict.values``), so a session store, a dict subclass
+    that counts reads, is not marked as read by its own save.
+    """
+    return not _CONTAINERS.isdisjoint(map(type, dict.values(data)))
 
 
 def check_value(key: object, value: Any) -> None:
@@ -127,7 +131,7 @@ def encode(data: dict[str, Any], *, checked: bool = False) -> bytes:
     lists and dicts, the values that can change in place, are checked again.
     """
     if not checked or holds_containers(data):
-        for key, value in data.items():
+        for key, value in dict.items(data):
             if not checked or type(value) is list or type(value) is dict:
                 check_value(key, value)
     if checked:

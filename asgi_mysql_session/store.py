@@ -32,7 +32,7 @@ import msgpack
 
 from .errors import SessionConflictError, SessionError, SessionInterrupted, SessionTooLargeError
 from .ids import hash_id, log_id
-from .serializer import check_value, decode, encode
+from .serializer import check_value, decode, encode, holds_containers
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -51,7 +51,6 @@ _update = dict.update
 _clear = dict.clear
 _values = dict.values
 _items = dict.items
-_CONTAINERS = frozenset((list, dict))
 #: The one entry of a store whose data is not loaded: C code that skips the methods (e.g.
 #: ``json.dumps``, which answers "{}" for an empty dict without calling ``items()``) then
 #: still reaches a method that raises, instead of reading an empty session.
@@ -472,7 +471,7 @@ class SessionStore(dict[str, Any]):
             self._modified = False
             return SaveResult.CREATED
         # Unmodified data can only have changed in place, inside a list or dict.
-        if self._modified or (self.accessed and not _CONTAINERS.isdisjoint(map(type, _values(self)))):
+        if self._modified or (self.accessed and holds_containers(self)):
             if not _len(self):
                 await provider.delete(self.key_hash)
                 return self._forget()
