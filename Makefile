@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-status test-cluster cluster-soak cluster-cost
+.PHONY: test lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-clean cluster-status test-cluster cluster-soak cluster-cost
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,10 @@ cluster: $(BIN)/.installed
 
 cluster-stop: $(BIN)/.installed
 	$(BIN)/python scripts/cluster.py stop
+
+# Stop the cluster and delete its folder (data, logs), e.g. at the end of a CI run.
+cluster-clean: $(BIN)/.installed
+	$(BIN)/python scripts/cluster.py clean
 
 cluster-status: $(BIN)/.installed
 	$(BIN)/python scripts/cluster.py status

@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
 import os
 import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -38,7 +40,23 @@ from pathlib import Path
 import pymysql
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster"))
+
+
+def default_base() -> Path:
+    """``.cluster/`` in the checkout, unless the mysql user could not reach it.
+
+    As root the nodes run as the mysql user, which must traverse every folder above the
+    data (a checkout under a private 0700 folder, as ``mktemp -d`` makes, is out of its
+    reach): such a checkout keeps its cluster in /var/tmp, in a folder named after it.
+    """
+    local = ROOT / ".cluster"
+    if os.geteuid() != 0 or all(os.stat(p).st_mode & stat.S_IXOTH for p in (ROOT, *ROOT.parents)):
+        return local
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"asgi_mysql_session-cluster-{digest}"
+
+
+BASE = Path(os.environ["CLUSTER_DIR"]) if os.environ.get("CLUSTER_DIR") else default_base()
 NODES = (1, 2, 3)
 MARIADBD = "/usr/sbin/mariadbd"
 GALERA = "/usr/lib/galera/libgalera_smm.so"
