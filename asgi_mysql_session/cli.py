@@ -24,7 +24,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import pymysql
@@ -33,8 +33,9 @@ from . import sql
 from .coordination import Cluster, detect
 from .dsn import parse_dsn
 from .errors import SessionBackendError, SessionConfigError, SessionError, SessionSchemaError
+from .gateway import Link as _Link
 from .ids import is_well_formed, log_id
-from .provider import MySQLSessionProvider, _Link
+from .provider import MySQLSessionProvider
 
 PROG = "asgi-mysql-session"
 #: Per-statement deadline once connected; ALTERs of big tables need long ones.
@@ -279,13 +280,14 @@ def _fail(message: str, code: int) -> int:
 @asynccontextmanager
 async def _raw_link(provider: MySQLSessionProvider, args: argparse.Namespace) -> AsyncIterator[_Link]:
     """One connection without the provider's table check, for tables that are missing or old."""
-    provider._pool = await provider._create_pool()  # bounded by the DSN's connect_timeout
+    gateway = provider._gateway
+    await gateway.open()  # bounded by the DSN's connect_timeout
     provider.timeout = args.timeout
     try:
-        async with provider._connection() as link:
+        async with gateway.connection() as link:
             yield link
     finally:
-        await provider._close_pool()
+        await gateway.close()
 
 
 @asynccontextmanager
@@ -386,7 +388,7 @@ def diagnose(state: TableState) -> tuple[list[str], list[str]]:
 
 def _report(state: TableState, provider: MySQLSessionProvider, out: TextIO) -> int:
     problems, cautions = diagnose(state)
-    where = f"table `{provider.table}` in database `{provider._database}`"
+    where = f"table `{provider.table}` in database `{provider.database}`"
     if problems:
         print(f"{where} cannot be used by asgi_mysql_session:", file=out)
         for problem in problems:
@@ -426,10 +428,10 @@ async def cmd_init(provider: MySQLSessionProvider, args: argparse.Namespace, out
                 file=out,
             )
     if before is None:
-        print(f"created table `{provider.table}` in database `{provider._database}`", file=out)
+        print(f"created table `{provider.table}` in database `{provider.database}`", file=out)
         return 0
     print(
-        f"table `{provider.table}` already exists in database `{provider._database}`: left as it is", file=out
+        f"table `{provider.table}` already exists in database `{provider.database}`: left as it is", file=out
     )
     return _report(before, provider, out)
 
@@ -585,7 +587,7 @@ async def cmd_upgrade(provider: MySQLSessionProvider, args: argparse.Namespace, 
             assert state is not None
     if not changed:
         print(
-            f"table `{table}` in database `{provider._database}` is already up to date: nothing to do",
+            f"table `{table}` in database `{provider.database}` is already up to date: nothing to do",
             file=out,
         )
         return 0
@@ -680,7 +682,9 @@ class Progress:
 async def cmd_gc(provider: MySQLSessionProvider, args: argparse.Namespace, out: TextIO) -> int:
     async with _opened(provider, args):
         if args.max_lifetime is not None or args.absolute_lifetime is not None:
-            shortened = await provider.shorten(args.max_lifetime, args.absolute_lifetime, args.batch_size)
+            shortened = await provider._table.shorten(
+                args.max_lifetime, args.absolute_lifetime, args.batch_size
+            )
             policy = ", ".join(
                 f"{name} {value}s"
                 for name, value in (
@@ -711,7 +715,7 @@ async def cmd_gc(provider: MySQLSessionProvider, args: argparse.Namespace, out: 
 def _iso(timestamp: object) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(int(str(timestamp)), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(str(timestamp)), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int(value: object) -> int | None:
@@ -721,15 +725,15 @@ def _int(value: object) -> int | None:
 async def collect_stats(provider: MySQLSessionProvider) -> dict[str, Any]:
     m = sql.maintenance(provider.table)
     now = provider.now()
-    _, live = await provider._execute(m.live_stats, (now,))
-    _, expired = await provider._execute(m.expired_stats, (now,))
-    _, sizes = await provider._execute(m.size_percentiles, (now,))
+    _, live = await provider._gateway.execute(m.live_stats, (now,))
+    _, expired = await provider._gateway.execute(m.expired_stats, (now,))
+    _, sizes = await provider._gateway.execute(m.size_percentiles, (now,))
     count, with_owner, owners, earliest, latest = live[0]
     expired_count, oldest_expired = expired[0]
     p50, p90, p99, largest = sizes[0]
     return {
         "table": provider.table,
-        "database": provider._database,
+        "database": provider.database,
         "now": _iso(now),
         "live": int(count),
         "expired": int(expired_count),

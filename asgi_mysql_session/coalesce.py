@@ -1,6 +1,6 @@
 """Session reads that arrive in the same event-loop turn go to the database as one SELECT.
 
-Under load many requests reach ``provider.lookup`` in one turn of the event loop (their
+Under load many requests reach ``SessionTable.lookup`` in one turn of the event loop (their
 sockets became readable together). Each would cost a pooled connection, a round trip and
 a result set parsed in Python; read together they cost one
 ``SELECT ... WHERE session_key IN (...)`` of at most ``BATCH`` keys. Nothing waits for a
@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Awaitable, Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import sql
+from .gateway import Gateway
 
-if TYPE_CHECKING:
-    from .provider import MySQLSessionProvider
+#: Reads one key alone: (key_hash, now, born_after) -> its fields, or None.
+SelectOne = Callable[[str, int, int], Awaitable["sql.Unpacked | None"]]
 
 #: Most keys in one statement.
 BATCH = 32
@@ -35,7 +37,7 @@ _Waiters = dict[str, list["asyncio.Future[sql.Unpacked | None]"]]
 
 
 class ReadCoalescer:
-    """Batches ``provider._select`` calls of one event loop (see the module's docstring)."""
+    """Batches the single-key reads of one event loop (see the module's docstring)."""
 
     __slots__ = (
         "_alone",
@@ -45,12 +47,18 @@ class ReadCoalescer:
         "_scheduled",
         "_statements",
         "_tasks",
+        "gateway",
         "limit",
-        "provider",
+        "select_one",
+        "statements",
     )
 
-    def __init__(self, provider: MySQLSessionProvider, limit: int = BATCH) -> None:
-        self.provider = provider
+    def __init__(
+        self, gateway: Gateway, statements: sql.Statements, select_one: SelectOne, limit: int = BATCH
+    ) -> None:
+        self.gateway = gateway
+        self.statements = statements
+        self.select_one = select_one
         self.limit = limit
         #: Keys not sent yet, by (now, born_after), each with the futures of its callers.
         self._pending: dict[tuple[int, int], _Waiters] = {}
@@ -68,7 +76,7 @@ class ReadCoalescer:
     async def select(
         self, key_hash: str, now: int, born_after: int, loop: asyncio.AbstractEventLoop
     ) -> sql.Unpacked | None:
-        """What ``provider._select(key_hash, now, born_after)`` returns, read with others."""
+        """What ``select_one(key_hash, now, born_after)`` returns, read with others."""
         if self._loop is not loop:
             self._loop, self._scheduled = loop, False
             self._pending.clear()
@@ -79,7 +87,7 @@ class ReadCoalescer:
             # the end of the turn. The reads that arrive while this one is out are batched.
             self._alone += 1
             try:
-                return await self.provider._select(key_hash, now, born_after)
+                return await self.select_one(key_hash, now, born_after)
             finally:
                 self._alone -= 1
         group = self._pending.get((now, born_after))
@@ -132,7 +140,7 @@ class ReadCoalescer:
             if len(keys) > 1:
                 found = await self._select_many(keys, now, born_after)
             elif keys:
-                found = {keys[0]: await self.provider._select(keys[0], now, born_after)}
+                found = {keys[0]: await self.select_one(keys[0], now, born_after)}
             else:
                 return  # every caller gave up before it was sent
         except BaseException as exc:
@@ -164,15 +172,15 @@ class ReadCoalescer:
         statement = self._statements.get(len(keys))
         if statement is None:
             placeholders = ", ".join(["%s"] * len(keys))
-            statement = self._statements[len(keys)] = self.provider.sql.select_many.replace(
+            statement = self._statements[len(keys)] = self.statements.select_many.replace(
                 "{keys}", placeholders
             )
-        _, rows = await self.provider._execute(statement, (*keys, now, born_after))
+        _, rows = await self.gateway.execute(statement, (*keys, now, born_after))
         found: dict[str, sql.Unpacked | None] = {}
         for (value,) in rows:
             if len(value) == sql.KEY_LENGTH + 1:  # "key," alone: too big to pack
                 key = value[: sql.KEY_LENGTH].decode()
-                found[key] = await self.provider._select(key, now, born_after)
+                found[key] = await self.select_one(key, now, born_after)
             else:
                 key, fields = sql.unpack_keyed(value)
                 found[key] = fields

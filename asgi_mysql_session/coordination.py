@@ -25,9 +25,7 @@ from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Any
 
-import pymysql
-
-from . import sql
+from . import driver, sql
 from .errors import SessionConfigError, SessionError, SessionLockTimeout
 
 logger = logging.getLogger("asgi_mysql_session")
@@ -35,8 +33,6 @@ logger = logging.getLogger("asgi_mysql_session")
 #: Runs one statement: (statement, args) -> (matched rows, fetched rows).
 Execute = Callable[[str, Sequence[Any]], Awaitable[tuple[int, Sequence[Any]]]]
 
-#: MySQL's "unknown system variable": the server has no wsrep (MySQL, or not Galera).
-_UNKNOWN_VARIABLE = 1193
 #: The statement each pooled connection runs once on a Galera cluster, for causal reads.
 CAUSAL_READS = "SET SESSION wsrep_sync_wait = 1"
 
@@ -68,19 +64,19 @@ def wsrep_on(value: Any) -> bool:
     return str(value).strip().upper() in ("1", "ON")
 
 
-async def detect(conn: Any) -> Cluster:
+async def detect(conn: driver.Connection) -> Cluster:
     """Ask the server on ``conn`` (an aiomysql connection) whether it is a Galera node.
 
     MariaDB always has ``@@wsrep_on`` (0 unless Galera is on); MySQL has no such variable
     and answers error 1193, which means a single server too.
     """
     try:
-        await conn.query("SELECT @@wsrep_on")
-    except pymysql.err.MySQLError as exc:
-        if exc.args and exc.args[0] == _UNKNOWN_VARIABLE:
+        await driver.send(conn, "SELECT @@wsrep_on")
+    except driver.DriverError as exc:
+        if driver.error_code(exc) == driver.UNKNOWN_VARIABLE:
             return Cluster.SINGLE
         raise
-    rows = conn._result.rows or ()
+    rows = driver.rows(conn)
     return Cluster.GALERA if rows and wsrep_on(rows[0][0]) else Cluster.SINGLE
 
 

@@ -12,36 +12,45 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .provider import MySQLSessionProvider
+
+class Sweepable(Protocol):
+    """What the sweeper needs: one exclusive sweep at a time, under a statement deadline."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    async def sweep(self, *, exclusive: bool) -> int | None:
+        """Delete expired rows; None if another process holds the sweep."""
+
 
 logger = logging.getLogger("asgi_mysql_session")
 
 
 class ExpirySweeper:
-    def __init__(self, provider: MySQLSessionProvider, *, interval: float, jitter: float = 0.1) -> None:
+    """Sweeps ``provider`` every ``interval`` seconds (give or take ``jitter``) while started."""
+
+    def __init__(self, provider: Sweepable, *, interval: float, jitter: float = 0.1) -> None:
         self.provider = provider
         self.interval = interval
         self.jitter = jitter
         self.sweeps = 0
         self.rows = 0
         self.failures = 0
-        self._task: asyncio.Task[None] | None = None
+        #: The running sweep loop, if started.
+        self.task: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self.task is not None and not self.task.done()
 
     def start(self) -> None:
         if not self.running:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="asgi_mysql_session sweeper"
-            )
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="asgi_mysql_session sweeper")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
+        task, self.task = self.task, None
         if task is None:
             return
         task.cancel()

@@ -24,7 +24,7 @@ from .errors import (
     SessionNotLoaded,
     SessionTooLargeError,
 )
-from .ids import hash_id, is_well_formed, log_id
+from .ids import is_well_formed, log_id
 from .provider import MySQLSessionProvider
 from .store import SaveResult, SessionStore
 
@@ -63,10 +63,8 @@ class _RequestSession:
         self.presented = presented
         provider = middleware.provider
         self.failure: SessionError | None = None
-        if presented is None:
-            self.store = SessionStore(provider)  # its id is minted only if it is saved
-        else:  # its id is known once the row is read
-            self.store = SessionStore(provider, "")
+        self.store = provider.new_session()  # its id is minted only if it is saved...
+        if presented is not None:  # ...or known once the row is read
             self.store._block(_NotLoaded)
 
     async def load(self) -> SessionStore:
@@ -79,8 +77,8 @@ class _RequestSession:
         try:
             if not provider.is_open:
                 await provider.open()
-            # The same rules as provider.load(): unknown ids are never adopted.
-            await provider._load_into(store, self.presented)
+            # The path provider.load() takes: unknown ids are never adopted.
+            await store.load(self.presented)
         except SessionError as exc:
             self.failure = exc
             store._block(exc)
@@ -229,19 +227,19 @@ class SessionMiddleware:
             and is_well_formed(presented)
             and _matches(scope["path"], self._serialized_rule)
         ):
-            await self._serialized(scope, receive, send, session, hash_id(presented))
+            await self._serialized(scope, receive, send, session, presented)
         else:
             await self._handle(scope, receive, send, session)
 
     async def _serialized(
-        self, scope: Scope, receive: Receive, send: Send, session: _RequestSession, key_hash: str
+        self, scope: Scope, receive: Receive, send: Send, session: _RequestSession, presented: str
     ) -> None:
         """Run this request alone among its session's serialized requests (opt-in)."""
         entered = False
         try:
             if not self.provider.is_open:
                 await self.provider.open()
-            async with self.provider.session_lock(key_hash, self.lock_timeout):
+            async with self.provider.session_lock(presented, self.lock_timeout):
                 entered = True  # locked, or no live session (then nothing is held)
                 await self._handle(scope, receive, send, session)
         except (SessionLockTimeout, SessionBackendError) as exc:

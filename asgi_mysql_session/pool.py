@@ -30,9 +30,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import pymysql
-from aiomysql import Connection
-
+from . import driver
+from .driver import Connection
 from .dsn import host_label
 
 logger = logging.getLogger("asgi_mysql_session")
@@ -86,20 +85,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def _healthy(conn: Any, recycle: float, now: float) -> bool:
-    """A pooled connection the server closed, or that is older than ``recycle``, is dropped.
-
-    Every checkout runs this, so it reads the fields behind ``closed``, ``at_eof()``,
-    aiomysql's ``eof_received`` and ``exception()`` directly instead of calling five
-    Python-level accessors. ``feed_eof()`` sets ``_eof`` even when MySQL 8 left an error
-    packet in the buffer before closing (``at_eof()`` alone would miss that).
-    """
-    reader = conn._reader
-    if conn._writer is None or reader is None or reader._eof or reader._exception is not None:
-        return False
-    return recycle < 0 or now - conn._last_usage <= recycle
-
-
 class ConnectionPool:
     """``acquire()`` / ``release(conn)`` like aiomysql's Pool; at most ``maxsize`` connections."""
 
@@ -120,9 +105,9 @@ class ConnectionPool:
         self.maxsize = maxsize
         self._recycle = recycle
         self._connect_kwargs = connect_kwargs
-        self._free: deque[Any] = deque()
-        self._used: set[Any] = set()
-        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._free: deque[Connection] = deque()
+        self._used: set[Connection] = set()
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._opening = 0
         self._reserved = 0  # rights to open a connection handed to waiters not yet running
         self._closing = False
@@ -144,13 +129,17 @@ class ConnectionPool:
     def freesize(self) -> int:
         return len(self._free)
 
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
     async def fill(self) -> None:
         """Open ``minsize`` connections up front, so a bad DSN fails at start-up."""
         while self.size < self.minsize:
             conn = await self._open()
             self._free.append(conn)
 
-    async def _open(self) -> Any:
+    async def _open(self) -> Connection:
         """Connect; a caller that gives up (deadline, cancel) never leaves an attempt behind."""
         self._opening += 1
         try:
@@ -160,7 +149,7 @@ class ConnectionPool:
         finally:
             self._opening -= 1
 
-    async def _attempt(self, kwargs: dict[str, Any], host: _Host | None, bound: float | None) -> Any:
+    async def _attempt(self, kwargs: dict[str, Any], host: _Host | None, bound: float | None) -> Connection:
         """One connection attempt, bounded by ``bound`` seconds (None: by the caller only).
 
         aiomysql's connect runs under ``asyncio.wait_for``, which before Python 3.12 can
@@ -169,7 +158,7 @@ class ConnectionPool:
         our caller's cancellation always goes through, and the abandoned attempt is
         cancelled until it stops, then closed.
         """
-        conn = Connection(**kwargs)
+        conn = driver.new_connection(**kwargs)
         attempt = asyncio.ensure_future(self._handshake(conn, host))
         try:
             if bound is None:
@@ -189,22 +178,22 @@ class ConnectionPool:
         return conn
 
     @staticmethod
-    async def _handshake(conn: Any, host: _Host | None) -> None:
+    async def _handshake(conn: Connection, host: _Host | None) -> None:
         """Connect; on a Galera node (learnt once per host), check that it is ready.
 
         A server without wsrep costs one ``SHOW VARIABLES`` on the first connection to it
         (and again after it was down), never anything per request.
         """
-        await conn._connect()
+        await driver.handshake(conn)
         if host is None:
             return
         if host.wsrep is None:
-            await conn.query("SHOW VARIABLES LIKE 'wsrep_on'")
-            rows: Sequence[Any] = conn._result.rows or ()
+            await driver.send(conn, "SHOW VARIABLES LIKE 'wsrep_on'")
+            rows = driver.rows(conn)
             host.wsrep = bool(rows) and _text(rows[0][1]).upper() == "ON"
         if host.wsrep:
-            await conn.query("SHOW STATUS LIKE 'wsrep_ready'")
-            rows = conn._result.rows or ()
+            await driver.send(conn, "SHOW STATUS LIKE 'wsrep_ready'")
+            rows = driver.rows(conn)
             if not rows or _text(rows[0][1]).upper() != "ON":
                 raise NodeNotReady("the Galera node is not ready (wsrep_ready OFF)")
 
@@ -216,7 +205,7 @@ class ConnectionPool:
         resting = sorted((h for h in hosts if not h.eligible(now)), key=lambda h: h.retry_at)
         return usable + resting
 
-    async def _open_any(self, hosts: list[_Host]) -> Any:
+    async def _open_any(self, hosts: list[_Host]) -> Connection:
         loop = asyncio.get_running_loop()
         reasons: list[str] = []
         for host in self._candidates(hosts, loop.time()):
@@ -226,7 +215,7 @@ class ConnectionPool:
             kwargs = {**self._connect_kwargs, "host": host.host, "port": host.port}
             try:
                 conn = await self._attempt(kwargs, host, self._connect_timeout)
-            except (OSError, pymysql.err.MySQLError) as exc:  # TimeoutError is an OSError
+            except (OSError, driver.DriverError) as exc:  # TimeoutError is an OSError
                 if isinstance(exc, TimeoutError):
                     reason = f"no answer within connect_timeout ({self._connect_timeout:g}s)"
                 else:
@@ -269,7 +258,7 @@ class ConnectionPool:
         )
         if self._on_host_down is not None:
             self._on_host_down(host.label)
-        kept: deque[Any] = deque()
+        kept: deque[Connection] = deque()
         for conn in self._free:
             if getattr(conn, "_failover_host", None) is host:
                 conn.close()
@@ -284,7 +273,7 @@ class ConnectionPool:
             host.failures = 0
             logger.warning("database host %s is up again; new connections may use it", host.label)
 
-    def connection_failed(self, conn: Any, reason: str) -> None:
+    def connection_failed(self, conn: Connection, reason: str) -> None:
         """A statement on ``conn`` failed as if its host were gone: mark that host down.
 
         Only with several hosts; the caller closes the connection itself.
@@ -293,7 +282,7 @@ class ConnectionPool:
         if host is not None and self._hosts is not None:
             self._host_failed(host, reason)
 
-    def _keep(self, conn: Any) -> bool:
+    def _keep(self, conn: Connection) -> bool:
         """Whether a connection coming back stays pooled (several hosts only).
 
         Not if its host is down; in listed order, not if an earlier host is usable again.
@@ -317,7 +306,7 @@ class ConnectionPool:
         """Each host's label and whether it is considered up (several hosts only; else empty)."""
         return {h.label: not h.down for h in self._hosts or ()}
 
-    async def acquire(self) -> Any:
+    async def acquire(self) -> Connection:
         if self._closing:
             raise RuntimeError("the connection pool is closed")
         loop = self._loop
@@ -325,12 +314,12 @@ class ConnectionPool:
             loop = self._loop = asyncio.get_running_loop()
         while self._free:
             conn = self._free.pop()  # the most recently used: warm, least likely stale
-            if _healthy(conn, self._recycle, loop.time()):
+            if driver.reusable(conn, self._recycle, loop.time()):
                 self._used.add(conn)
                 return conn
             conn.close()
         if self.size >= self.maxsize or self._waiters:
-            waiter: asyncio.Future[Any] = loop.create_future()
+            waiter: asyncio.Future[Connection | None] = loop.create_future()
             self._waiters.append(waiter)
             try:
                 conn = await waiter
@@ -360,7 +349,7 @@ class ConnectionPool:
         self._used.add(conn)
         return conn
 
-    def release(self, conn: Any) -> None:
+    def release(self, conn: Connection) -> None:
         """Give a connection back; a closed one frees its place for the next waiter."""
         self._used.discard(conn)
         if conn.closed or self._closing or (self._hosts is not None and not self._keep(conn)):
@@ -370,7 +359,7 @@ class ConnectionPool:
         if not self._hand_over(conn):
             self._free.append(conn)
 
-    def _hand_over(self, conn: Any) -> bool:
+    def _hand_over(self, conn: Connection) -> bool:
         """Give ``conn`` (or, with None, the right to open one) to the oldest waiter.
 
         The place stays counted in ``size`` until the waiter runs (a connection counts as in
@@ -410,7 +399,7 @@ class ConnectionPool:
         self._used.clear()
 
 
-async def _abandon(attempt: asyncio.Future[None], conn: Any) -> None:
+async def _abandon(attempt: asyncio.Future[None], conn: Connection) -> None:
     """Cancel a connection attempt until it stops (a cancel can be swallowed), then close it."""
     for _ in range(100):
         if attempt.done():

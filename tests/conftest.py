@@ -96,9 +96,8 @@ def table(db: Database) -> Iterator[str]:
 
 
 def assert_no_connection_checked_out(provider: MySQLSessionProvider) -> None:
-    pool = provider._pool
-    if pool is not None:
-        assert not pool._used, f"{len(pool._used)} connection(s) still checked out of the pool"
+    in_use = provider.pool_state().in_use
+    assert not in_use, f"{in_use} connection(s) still checked out of the pool"
 
 
 @pytest.fixture

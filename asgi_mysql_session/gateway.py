@@ -1,0 +1,492 @@
+"""The database gateway: the pool, checkout under a deadline, and one statement with its retries.
+
+Everything above it (the session table, locks, the schema) runs statements through
+:meth:`Gateway.execute` or a :class:`Link` from :meth:`Gateway.connection`, and sees only
+``SessionError`` subclasses; everything below it is the driver (``driver.py``). Every
+statement runs under a deadline that covers acquiring the connection too, because
+aiomysql's own ``connect_timeout`` does not cover the handshake; a connection that failed,
+timed out or was cancelled mid-statement is closed, never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from threading import get_ident
+from typing import Any, TypeVar
+
+from . import driver
+from .coordination import CAUSAL_READS, Cluster, detect
+from .driver import Connection, Pool
+from .dsn import DSN
+from .errors import (
+    SessionBackendError,
+    SessionConfigError,
+    SessionConflictError,
+    SessionError,
+    SessionSchemaError,
+)
+from .metrics import SessionObserver
+from .pool import ConnectionPool
+from .watchdog import Watchdog
+
+logger = logging.getLogger("asgi_mysql_session")
+
+T = TypeVar("T")
+#: (matched rows, fetched rows) of one statement.
+Result = tuple[int, Sequence[driver.Row]]
+
+STATEMENT_RETRIES = 3
+SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
+
+#: The link holding the current task's session lock (serialized mode), if any.
+_HELD: ContextVar[Link | None] = ContextVar("asgi_mysql_session_held_link", default=None)
+#: Attribute set on a connection once it ran the gateway's session setup (Galera).
+_SETUP_MARK = "_asgi_mysql_session_setup"
+
+_KINDS: dict[str, str] = {}
+_UNTIMED = SessionObserver.statement
+
+
+async def bounded(aw: Awaitable[T], seconds: float) -> T:
+    async with asyncio.timeout(seconds):
+        return await aw
+
+
+def _kind(statement: str) -> str:
+    """Statements are counted by their first word ("select", "update"...), cached per text."""
+    kind = statement[:6].lower()
+    if len(_KINDS) < 1000:  # the package's own statements; ad-hoc ones are not kept
+        _KINDS[statement] = kind
+    return kind
+
+
+def lost_read(statement: str, exc: SessionBackendError) -> bool:
+    """A SELECT that failed because its connection was lost (or its Galera node not ready)."""
+    cause = exc.__cause__
+    if isinstance(cause, driver.DriverError):
+        code = driver.error_code(cause)
+        lost = code in driver.CONNECTION_LOST or code == driver.NODE_NOT_READY
+    else:
+        lost = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+    return lost and statement.lstrip()[:6].upper() == "SELECT"
+
+
+def connect_kwargs() -> dict[str, Any]:
+    """The aiomysql connection options the package relies on, for pools users build."""
+    return {
+        "autocommit": True,
+        "client_flag": driver.FOUND_ROWS,
+        "charset": "utf8mb4",
+        "init_command": f"SET SESSION sql_mode = '{SQL_MODE}'",
+    }
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """The connections of the provider's pool, for metrics and health checks."""
+
+    size: int  #: open (or opening) connections
+    free: int  #: idle ones
+    in_use: int  #: checked out (a request or a session lock holds them)
+    maxsize: int
+    #: with several hosts: each host and whether it is considered up; else empty
+    hosts: dict[str, bool]
+
+
+class Link:
+    """One checked-out connection; every statement on it is bounded and counted."""
+
+    __slots__ = ("bounded", "broken", "conn", "gateway", "shared")
+
+    def __init__(self, conn: Connection, gateway: Gateway, bounded: bool) -> None:
+        self.conn = conn
+        self.gateway = gateway
+        self.bounded = bounded  # False when the caller holds one deadline for the whole use
+        self.broken = False
+        self.shared: asyncio.Lock | None = None  # set while it holds a session lock
+
+    async def execute(
+        self, statement: str, args: Sequence[Any] = (), *, extra_time: float = 0.0, retry: bool = True
+    ) -> Result:
+        """Run one statement; returns (matched rows, fetched rows).
+
+        ``extra_time`` widens the deadline for statements that wait server-side (GET_LOCK).
+        ``retry=False`` inside a transaction: a deadlock rolls back the whole transaction,
+        so retrying the one statement alone would run it outside of it.
+        """
+        gateway = self.gateway
+        observer = gateway.observer
+        conn = self.conn
+        # The default hook ignores timings: skip the clock unless it was overridden.
+        timed = getattr(observer.statement, "__func__", None) is not _UNTIMED
+        for attempt in range(STATEMENT_RETRIES):
+            try:
+                started = time.perf_counter() if timed else 0.0
+                loop = gateway.loop
+                driver.mark_used(conn, loop.time() if loop is not None else time.monotonic())
+                running = driver.send(conn, driver.render(conn, statement, args))
+                count = await (bounded(running, gateway.timeout + extra_time) if self.bounded else running)
+                rows = driver.rows(conn)
+                kind = _KINDS.get(statement) or _kind(statement)
+                gateway.statements[kind] += 1
+                if timed:
+                    observer.statement(kind, time.perf_counter() - started)
+                return int(count), rows
+            except TimeoutError as exc:
+                self.broken = True
+                raise gateway.failed(
+                    f"the database did not answer within {gateway.timeout:g}s", "timeout"
+                ) from exc
+            except driver.DriverError as exc:
+                code = driver.error_code(exc)
+                if code in driver.RETRYABLE and retry and attempt + 1 < STATEMENT_RETRIES:
+                    logger.info("%s, retrying statement (attempt %d)", driver.RETRYABLE[code], attempt + 2)
+                    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                    continue
+                raise self._sorted(exc, code) from exc
+            except OSError as exc:
+                self.broken = True
+                gateway.node_lost(conn, str(exc) or type(exc).__name__)
+                raise gateway.failed(f"connection failed: {exc}", "connection") from exc
+            except BaseException:  # cancelled mid-statement: the connection state is unknown
+                self.broken = True
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sorted(self, exc: driver.DriverError, code: int | None) -> SessionError:
+        """The package's error for a driver error (the link is marked broken if it is)."""
+        gateway = self.gateway
+        if not driver.is_server_error(exc) or code == driver.NODE_NOT_READY:
+            self.broken = True
+            gateway.node_lost(self.conn, str(exc))
+        if code == driver.DUPLICATE_KEY:
+            return SessionConflictError("a session with this id already exists")
+        if code == driver.NO_SUCH_TABLE:
+            return gateway.failed(gateway.missing_table(), "schema", SessionSchemaError)
+        if code in driver.READ_ONLY:
+            return gateway.failed(
+                f"the database refused a write because it is read-only ({exc.args[1]}): "
+                "session reads and writes must go to the primary, not a replica",
+                "statement",
+            )
+        return gateway.failed(f"statement failed: {exc}", "connection" if self.broken else "statement")
+
+
+class Gateway:
+    """A pool (built from a DSN, or lent by the user) and the rules for using it."""
+
+    def __init__(
+        self,
+        dsn: DSN | None,
+        pool: Pool | None,
+        *,
+        timeout: float,
+        observer: SessionObserver,
+        cluster: Cluster | None,
+        causal_reads: bool,
+    ) -> None:
+        self._dsn = dsn
+        self._pool: Pool | None = pool
+        self._owns_pool = pool is None
+        self.timeout = timeout
+        self.observer = observer
+        #: Statements run by kind ("select", "update"...), cheap to read for metrics and tests.
+        self.statements: Counter[str] = Counter()
+        self.database = dsn.database if dsn else ""
+        self._cluster_option = cluster
+        self.cluster: Cluster | None = None  # known once open
+        self.causal_reads = causal_reads
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = 0  # the thread running ``loop``
+        self._watchdog = Watchdog()
+        self._background: set[asyncio.Task[None]] = set()
+        self._session_setup: str | None = None  # the statement each connection runs once
+        #: Set by the provider: reopens it when the loop it was opened on has closed.
+        self.before_use: Callable[[], Awaitable[None]] | None = None
+        #: Set by the provider: the message for a missing session table.
+        self.missing_table: Callable[[], str] = lambda: "the session table does not exist"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def owns_pool(self) -> bool:
+        """True when the pool was built here (from a DSN), not lent by the user."""
+        return self._owns_pool
+
+    @property
+    def max_connections(self) -> int:
+        return self._dsn.pool_max if self._dsn else int(getattr(self._pool, "maxsize", 2))
+
+    async def open(self) -> None:
+        """Build the pool (unless lent), check the connections' flags, learn the cluster kind."""
+        self.loop = asyncio.get_running_loop()
+        self.thread = get_ident()
+        if self._pool is None:
+            self._pool = await self._create_pool()
+        try:
+            await self._check_connection()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _create_pool(self) -> ConnectionPool:
+        dsn = self._dsn
+        assert dsn is not None
+        kwargs = connect_kwargs()
+        kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, int(self.timeout))}"
+        several = len(dsn.hosts) > 1 and not dsn.unix_socket
+        pool = ConnectionPool(
+            dsn.pool_min,
+            dsn.pool_max,
+            dsn.pool_recycle,
+            hosts=dsn.hosts if several else None,
+            host_order=dsn.host_order,
+            on_host_down=self.observer.failover,
+            host=dsn.host,
+            port=dsn.port,
+            user=dsn.user,
+            password=dsn.password,
+            db=dsn.database,
+            unix_socket=dsn.unix_socket,
+            connect_timeout=dsn.connect_timeout,
+            **kwargs,
+        )
+        try:
+            await bounded(pool.fill(), max(self.timeout, dsn.connect_timeout))
+            return pool
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                raise self.failed(f"cannot connect to {dsn.redacted()}: no answer", "timeout") from exc
+            if isinstance(exc, (driver.DriverError, OSError)):
+                raise self.failed(f"cannot connect to {dsn.redacted()}: {exc}", "connection") from exc
+            raise
+
+    async def close(self) -> None:
+        """Close the pool (only if it was built here) and the deadline timer."""
+        pool, self._pool = self._pool, (None if self._owns_pool else self._pool)
+        self._watchdog.close()
+        self.loop = None
+        if pool is None or not self._owns_pool:
+            return
+        pool.close()
+        try:
+            await bounded(pool.wait_closed(), self.timeout)
+        except TimeoutError:
+            pool.terminate()
+
+    def abandon(self) -> None:
+        """Forget a pool whose loop closed: its sockets are closed without that loop."""
+        if self._owns_pool and self._pool is not None:
+            for conn in driver.pooled(self._pool):
+                driver.close_on_dead_loop(conn)
+            self._pool = None
+        self.loop = None
+        self._background = set()
+        self._watchdog = Watchdog()
+
+    async def _check_connection(self) -> None:
+        """The pool's connections have the flags the package needs; Galera or one server."""
+        async with self.connection() as link:
+            conn = link.conn
+            driver.check(conn, None if isinstance(self._pool, ConnectionPool) else self._pool)
+            if not conn.client_flag & driver.FOUND_ROWS:
+                raise SessionConfigError(
+                    "the aiomysql pool must be created with client_flag=CLIENT.FOUND_ROWS "
+                    "(and autocommit=True): use MySQLSessionProvider.connect_kwargs()"
+                )
+            if not conn.get_autocommit():
+                raise SessionConfigError("the aiomysql pool must be created with autocommit=True")
+            if not self.database:
+                _, rows = await link.execute("SELECT DATABASE()")
+                self.database = rows[0][0] or ""
+            cluster = self._cluster_option
+            if cluster is None:  # one uncounted statement at open
+                try:
+                    cluster = await bounded(detect(conn), self.timeout)
+                except TimeoutError as exc:
+                    link.broken = True
+                    raise self.failed(
+                        f"the database did not answer within {self.timeout:g}s", "timeout"
+                    ) from exc
+                except driver.DriverError as exc:
+                    link.broken = not driver.is_server_error(exc)
+                    message = f"cannot tell whether this is a Galera cluster: {exc}"
+                    raise self.failed(message, "statement") from exc
+        self.cluster = cluster
+        galera = cluster is Cluster.GALERA
+        self._session_setup = CAUSAL_READS if galera and self.causal_reads else None
+
+    def failed(
+        self, message: str, kind: str, error: type[SessionBackendError] = SessionBackendError
+    ) -> SessionBackendError:
+        """Log a failure once, count it, and make the error to raise (cause chained by caller)."""
+        logger.warning("session backend error: %s", message)
+        self.observer.database_error(kind)
+        return error(message)
+
+    def pool_state(self) -> PoolState:
+        pool = self._pool
+        if pool is None:
+            return PoolState(0, 0, 0, self.max_connections, {})
+        if isinstance(pool, ConnectionPool):
+            return PoolState(pool.size, pool.freesize, pool.in_use, pool.maxsize, pool.host_states())
+        size, free = int(pool.size), int(pool.freesize)
+        return PoolState(size, free, size - free, int(pool.maxsize), {})
+
+    # -- connections -----------------------------------------------------------------
+
+    def held(self) -> Link | None:
+        """The link holding this task's session lock, if it is one of this gateway's."""
+        held = _HELD.get()
+        return held if held is not None and held.gateway is self else None
+
+    @asynccontextmanager
+    async def holding(self, link: Link) -> AsyncIterator[None]:
+        """Run this task's statements on ``link`` (it holds the session lock) until the end."""
+        link.shared = asyncio.Lock()
+        token = _HELD.set(link)
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Link]:
+        """Check out a connection for several statements, each under its own deadline.
+
+        For sweeps, locks and maintenance; it always goes back to the pool.
+        """
+        pool = await self._usable_pool()
+        try:
+            conn = await bounded(pool.acquire(), self.timeout)
+        except TimeoutError as exc:
+            raise self.failed(
+                f"no database connection within {self.timeout:g}s (pool exhausted or database unreachable)",
+                "timeout",
+            ) from exc
+        except (driver.DriverError, OSError) as exc:
+            raise self.failed(f"cannot connect to the database: {exc}", "connection") from exc
+        link = Link(conn, self, True)
+        try:
+            if self._session_setup is not None and getattr(conn, _SETUP_MARK, None) != self._session_setup:
+                await self._set_up(link)
+            yield link
+        except BaseException as exc:
+            if not isinstance(exc, SessionError):  # cancelled or failed mid-statement
+                link.broken = True
+            raise
+        finally:
+            self._give_back(pool, link)
+
+    async def _usable_pool(self) -> Pool:
+        if self.before_use is not None:
+            await self.before_use()
+        pool = self._pool
+        if pool is None:
+            raise SessionError("the provider is not open: await provider.open() first")
+        if self.loop is not None and self.loop is not asyncio.get_running_loop():
+            raise SessionError(
+                "the provider is open on another event loop that is still open: close it there "
+                "first (it then reopens on this loop), or use one provider per loop"
+            )
+        return pool
+
+    def node_lost(self, conn: Connection, reason: str) -> None:
+        """A statement failed as if the server were gone: with several hosts, mark it down."""
+        pool = self._pool
+        if isinstance(pool, ConnectionPool):
+            pool.connection_failed(conn, reason)
+
+    def _give_back(self, pool: Pool, link: Link) -> None:
+        """Return a connection to its pool; one in an unknown state is closed, not reused."""
+        conn = link.conn
+        if link.broken:
+            conn.close()
+        pool.release(conn)
+        if link.broken and not isinstance(pool, ConnectionPool):
+            task = asyncio.get_running_loop().create_task(driver.wake(pool))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def execute(self, statement: str, args: Sequence[Any] = ()) -> Result:
+        """One statement under one deadline that covers acquiring the connection too.
+
+        Inside a session lock the statement runs on the connection holding the lock, so a
+        serialized request never needs a second connection (and cannot deadlock the pool).
+        This is every request's path, so it is written out flat (no context managers) and
+        bounded by the gateway's watchdog rather than a timer of its own.
+        """
+        held = _HELD.get()
+        if held is not None and held.gateway is self and not held.broken:
+            assert held.shared is not None
+            async with held.shared:  # the handler may run statements from several tasks
+                return await held.execute(statement, args)
+        pool = self._pool
+        # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call,
+        # twice per statement with the pool's. The opened loop's current task is this
+        # task only when that loop runs this code; otherwise take the checked, slow way.
+        loop = self.loop
+        task = asyncio.current_task(loop) if loop is not None and self.thread == get_ident() else None
+        if loop is None or task is None or pool is None:
+            pool = await self._usable_pool()
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task(loop)
+        watchdog = self._watchdog
+        token = watchdog.arm(loop, self.timeout, task)
+        link: Link | None = None
+        try:
+            for retried in (False, True):
+                try:
+                    conn = await pool.acquire()
+                except (driver.DriverError, OSError) as exc:
+                    raise self.failed(f"cannot connect to the database: {exc}", "connection") from exc
+                link = Link(conn, self, False)
+                setup = self._session_setup
+                if setup is not None and getattr(conn, _SETUP_MARK, None) != setup:
+                    await self._set_up(link)
+                try:
+                    return await link.execute(statement, args)
+                except SessionBackendError as exc:
+                    if retried or not (
+                        link.broken and getattr(pool, "several_hosts", False) and lost_read(statement, exc)
+                    ):
+                        raise
+                # With several hosts, a read whose connection was gone (its node died, or is not
+                # ready) changed nothing: it runs once more on another connection, within the
+                # same deadline. Writes never run again: one whose connection died may have
+                # committed.
+                self._give_back(pool, link)
+                link = None
+            raise AssertionError("unreachable")  # pragma: no cover
+        except asyncio.CancelledError as exc:  # link.execute marked its connection broken
+            if watchdog.expired(token):
+                raise self.failed(
+                    f"the database did not answer within {self.timeout:g}s "
+                    "(pool exhausted or database unreachable)",
+                    "timeout",
+                ) from exc
+            raise
+        finally:
+            watchdog.disarm(token)
+            if link is not None:
+                self._give_back(pool, link)
+
+    async def _set_up(self, link: Link) -> None:
+        """Once per connection (Galera): the session settings, e.g. causal reads."""
+        setup = self._session_setup
+        assert setup is not None
+        await link.execute(setup)
+        setattr(link.conn, _SETUP_MARK, setup)
