@@ -20,8 +20,9 @@ from .errors import (
 from .gc import ExpirySweeper
 from .ids import is_valid_session_id, new_session_id
 from .metrics import PrometheusObserver, SessionObserver
-from .middleware import SessionMiddleware, load_session, regenerate_session, save_session
+from .middleware import SessionMiddleware
 from .provider import MySQLSessionProvider, OwnedSession
+from .requests import load_session, regenerate_session, save_session
 from .store import SaveResult, SessionStore
 
 __all__ = [

@@ -33,8 +33,8 @@ from . import sql
 from .coordination import Cluster, detect
 from .dsn import parse_dsn
 from .errors import SessionBackendError, SessionConfigError, SessionError, SessionSchemaError
-from .gateway import Link as _Link
 from .ids import is_well_formed, log_id
+from .link import Link as _Link
 from .provider import MySQLSessionProvider
 
 PROG = "asgi-mysql-session"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import HTTPConnection
 
-from .middleware import load_session
+from .requests import load_session
 from .store import SessionStore
 
 

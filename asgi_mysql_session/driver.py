@@ -55,6 +55,16 @@ def is_server_error(exc: BaseException) -> bool:
     return code is not None and (1000 <= code < 2000 or code >= 3000)
 
 
+def lost_read(statement: str, cause: BaseException | None) -> bool:
+    """A SELECT that failed because its connection was lost (or its Galera node not ready)."""
+    if isinstance(cause, DriverError):
+        code = error_code(cause)
+        lost = code in CONNECTION_LOST or code == NODE_NOT_READY
+    else:
+        lost = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+    return lost and statement.lstrip()[:6].upper() == "SELECT"
+
+
 def new_connection(**kwargs: Any) -> Connection:
     """An unconnected connection: the pool keeps the object so it can close a cancelled handshake."""
     return Connection(**kwargs)

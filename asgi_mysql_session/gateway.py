@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from threading import get_ident
-from typing import Any, TypeVar
+from typing import Any
 
 from . import driver
 from .coordination import CAUSAL_READS, Cluster, detect
@@ -29,155 +26,19 @@ from .dsn import DSN
 from .errors import (
     SessionBackendError,
     SessionConfigError,
-    SessionConflictError,
     SessionError,
-    SessionSchemaError,
 )
+from .link import Link, Result, bounded
 from .metrics import SessionObserver
-from .pool import ConnectionPool
+from .pool import ConnectionPool, PoolState, for_dsn, state
 from .watchdog import Watchdog
 
 logger = logging.getLogger("asgi_mysql_session")
-
-T = TypeVar("T")
-#: (matched rows, fetched rows) of one statement.
-Result = tuple[int, Sequence[driver.Row]]
-
-STATEMENT_RETRIES = 3
-SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
 
 #: The link holding the current task's session lock (serialized mode), if any.
 _HELD: ContextVar[Link | None] = ContextVar("asgi_mysql_session_held_link", default=None)
 #: Attribute set on a connection once it ran the gateway's session setup (Galera).
 _SETUP_MARK = "_asgi_mysql_session_setup"
-
-_KINDS: dict[str, str] = {}
-_UNTIMED = SessionObserver.statement
-
-
-async def bounded(aw: Awaitable[T], seconds: float) -> T:
-    async with asyncio.timeout(seconds):
-        return await aw
-
-
-def _kind(statement: str) -> str:
-    """Statements are counted by their first word ("select", "update"...), cached per text."""
-    kind = statement[:6].lower()
-    if len(_KINDS) < 1000:  # the package's own statements; ad-hoc ones are not kept
-        _KINDS[statement] = kind
-    return kind
-
-
-def lost_read(statement: str, exc: SessionBackendError) -> bool:
-    """A SELECT that failed because its connection was lost (or its Galera node not ready)."""
-    cause = exc.__cause__
-    if isinstance(cause, driver.DriverError):
-        code = driver.error_code(cause)
-        lost = code in driver.CONNECTION_LOST or code == driver.NODE_NOT_READY
-    else:
-        lost = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
-    return lost and statement.lstrip()[:6].upper() == "SELECT"
-
-
-def connect_kwargs() -> dict[str, Any]:
-    """The aiomysql connection options the package relies on, for pools users build."""
-    return {
-        "autocommit": True,
-        "client_flag": driver.FOUND_ROWS,
-        "charset": "utf8mb4",
-        "init_command": f"SET SESSION sql_mode = '{SQL_MODE}'",
-    }
-
-
-@dataclass(frozen=True)
-class PoolState:
-    """The connections of the provider's pool, for metrics and health checks."""
-
-    size: int  #: open (or opening) connections
-    free: int  #: idle ones
-    in_use: int  #: checked out (a request or a session lock holds them)
-    maxsize: int
-    #: with several hosts: each host and whether it is considered up; else empty
-    hosts: dict[str, bool]
-
-
-class Link:
-    """One checked-out connection; every statement on it is bounded and counted."""
-
-    __slots__ = ("bounded", "broken", "conn", "gateway", "shared")
-
-    def __init__(self, conn: Connection, gateway: Gateway, bounded: bool) -> None:
-        self.conn = conn
-        self.gateway = gateway
-        self.bounded = bounded  # False when the caller holds one deadline for the whole use
-        self.broken = False
-        self.shared: asyncio.Lock | None = None  # set while it holds a session lock
-
-    async def execute(
-        self, statement: str, args: Sequence[Any] = (), *, extra_time: float = 0.0, retry: bool = True
-    ) -> Result:
-        """Run one statement; returns (matched rows, fetched rows).
-
-        ``extra_time`` widens the deadline for statements that wait server-side (GET_LOCK).
-        ``retry=False`` inside a transaction: a deadlock rolls back the whole transaction,
-        so retrying the one statement alone would run it outside of it.
-        """
-        gateway = self.gateway
-        observer = gateway.observer
-        conn = self.conn
-        # The default hook ignores timings: skip the clock unless it was overridden.
-        timed = getattr(observer.statement, "__func__", None) is not _UNTIMED
-        for attempt in range(STATEMENT_RETRIES):
-            try:
-                started = time.perf_counter() if timed else 0.0
-                loop = gateway.loop
-                driver.mark_used(conn, loop.time() if loop is not None else time.monotonic())
-                running = driver.send(conn, driver.render(conn, statement, args))
-                count = await (bounded(running, gateway.timeout + extra_time) if self.bounded else running)
-                rows = driver.rows(conn)
-                kind = _KINDS.get(statement) or _kind(statement)
-                gateway.statements[kind] += 1
-                if timed:
-                    observer.statement(kind, time.perf_counter() - started)
-                return int(count), rows
-            except TimeoutError as exc:
-                self.broken = True
-                raise gateway.failed(
-                    f"the database did not answer within {gateway.timeout:g}s", "timeout"
-                ) from exc
-            except driver.DriverError as exc:
-                code = driver.error_code(exc)
-                if code in driver.RETRYABLE and retry and attempt + 1 < STATEMENT_RETRIES:
-                    logger.info("%s, retrying statement (attempt %d)", driver.RETRYABLE[code], attempt + 2)
-                    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-                    continue
-                raise self._sorted(exc, code) from exc
-            except OSError as exc:
-                self.broken = True
-                gateway.node_lost(conn, str(exc) or type(exc).__name__)
-                raise gateway.failed(f"connection failed: {exc}", "connection") from exc
-            except BaseException:  # cancelled mid-statement: the connection state is unknown
-                self.broken = True
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _sorted(self, exc: driver.DriverError, code: int | None) -> SessionError:
-        """The package's error for a driver error (the link is marked broken if it is)."""
-        gateway = self.gateway
-        if not driver.is_server_error(exc) or code == driver.NODE_NOT_READY:
-            self.broken = True
-            gateway.node_lost(self.conn, str(exc))
-        if code == driver.DUPLICATE_KEY:
-            return SessionConflictError("a session with this id already exists")
-        if code == driver.NO_SUCH_TABLE:
-            return gateway.failed(gateway.missing_table(), "schema", SessionSchemaError)
-        if code in driver.READ_ONLY:
-            return gateway.failed(
-                f"the database refused a write because it is read-only ({exc.args[1]}): "
-                "session reads and writes must go to the primary, not a replica",
-                "statement",
-            )
-        return gateway.failed(f"statement failed: {exc}", "connection" if self.broken else "statement")
 
 
 class Gateway:
@@ -244,25 +105,7 @@ class Gateway:
     async def _create_pool(self) -> ConnectionPool:
         dsn = self._dsn
         assert dsn is not None
-        kwargs = connect_kwargs()
-        kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, int(self.timeout))}"
-        several = len(dsn.hosts) > 1 and not dsn.unix_socket
-        pool = ConnectionPool(
-            dsn.pool_min,
-            dsn.pool_max,
-            dsn.pool_recycle,
-            hosts=dsn.hosts if several else None,
-            host_order=dsn.host_order,
-            on_host_down=self.observer.failover,
-            host=dsn.host,
-            port=dsn.port,
-            user=dsn.user,
-            password=dsn.password,
-            db=dsn.database,
-            unix_socket=dsn.unix_socket,
-            connect_timeout=dsn.connect_timeout,
-            **kwargs,
-        )
+        pool = for_dsn(dsn, lock_wait=int(self.timeout), on_host_down=self.observer.failover)
         try:
             await bounded(pool.fill(), max(self.timeout, dsn.connect_timeout))
             return pool
@@ -338,13 +181,7 @@ class Gateway:
         return error(message)
 
     def pool_state(self) -> PoolState:
-        pool = self._pool
-        if pool is None:
-            return PoolState(0, 0, 0, self.max_connections, {})
-        if isinstance(pool, ConnectionPool):
-            return PoolState(pool.size, pool.freesize, pool.in_use, pool.maxsize, pool.host_states())
-        size, free = int(pool.size), int(pool.freesize)
-        return PoolState(size, free, size - free, int(pool.maxsize), {})
+        return state(self._pool, self.max_connections)
 
     # -- connections -----------------------------------------------------------------
 
@@ -461,7 +298,9 @@ class Gateway:
                     return await link.execute(statement, args)
                 except SessionBackendError as exc:
                     if retried or not (
-                        link.broken and getattr(pool, "several_hosts", False) and lost_read(statement, exc)
+                        link.broken
+                        and getattr(pool, "several_hosts", False)
+                        and driver.lost_read(statement, exc.__cause__)
                     ):
                         raise
                 # With several hosts, a read whose connection was gone (its node died, or is not

@@ -9,24 +9,22 @@ a response can rely on its write, and a failed write becomes a clean error respo
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from operator import itemgetter
 from typing import Any, Literal
 
+from .cookies import IdTransport
 from .errors import (
     SessionBackendError,
-    SessionConfigError,
     SessionConflictError,
     SessionError,
     SessionInterrupted,
     SessionLockTimeout,
-    SessionNotLoaded,
     SessionTooLargeError,
 )
 from .ids import is_well_formed, log_id
 from .provider import MySQLSessionProvider
-from .store import SaveResult, SessionStore
+from .requests import OPERATIONAL, SCOPE_KEY, RequestSession
+from .store import SaveResult
 
 logger = logging.getLogger("asgi_mysql_session")
 
@@ -36,85 +34,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SCOPE_KEY = "asgi_mysql_session"
-#: Headers that tell caches what to store (NUL-framed for a substring search of the names).
-_CACHE_HEADERS = (b"\0cache-control\0", b"\0cdn-cache-control\0", b"\0surrogate-control\0")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 _BUSY = b"The session is busy with another request, please retry."
-
-
-class _NotLoaded(SessionNotLoaded):
-    def __init__(self) -> None:
-        super().__init__("call `await load_session(request)` first (lazy mode)")
-
-
-#: Failures that become a clean response (503/409/413) instead of an exception.
-_OPERATIONAL = (SessionBackendError, SessionInterrupted, SessionConflictError, SessionTooLargeError)
-
-
-class _RequestSession:
-    """Per-connection state: the id the client sent, the store, and how to save it."""
-
-    __slots__ = ("failure", "middleware", "presented", "store")
-
-    def __init__(self, middleware: SessionMiddleware, presented: str | None) -> None:
-        self.middleware = middleware
-        self.presented = presented
-        provider = middleware.provider
-        self.failure: SessionError | None = None
-        self.store = provider.new_session()  # its id is minted only if it is saved...
-        if presented is not None:  # ...or known once the row is read
-            self.store._block(_NotLoaded)
-
-    async def load(self) -> SessionStore:
-        """Read the presented id's row (one SELECT); unknown ids are never adopted."""
-        store = self.store
-        if store.loaded:
-            return store
-        assert self.presented is not None
-        provider = self.middleware.provider
-        try:
-            if not provider.is_open:
-                await provider.open()
-            # The path provider.load() takes: unknown ids are never adopted.
-            await store.load(self.presented)
-        except SessionError as exc:
-            self.failure = exc
-            store._block(exc)
-            raise
-        return store
-
-    async def save(self) -> SaveResult:
-        store = self.store
-        if not store.loaded:
-            return SaveResult.NOTHING  # never read, so nothing can have changed
-        provider = self.middleware.provider
-        if not provider.is_open and store.modified:  # lifespan did not run: open on demand
-            await provider.open()
-        return await store.release()
-
-    def cookie_headers(self, result: SaveResult, scope: Scope) -> list[tuple[bytes, bytes]]:
-        """The headers this outcome needs: the id (new, rotated or refreshed) or its removal."""
-        store = self.store
-        mw = self.middleware
-        if not store.loaded:
-            return []
-        if store.is_new:  # no row: a cookie the client still holds is dead...
-            if self.presented is None or store.superseded:  # ...unless a login replaced it
-                return []
-            if not (store.accessed or store.destroyed):
-                return []  # a route that never used the session: cleared when one does
-            return [mw.expire_header(scope)]
-        if store.session_id == self.presented and (
-            result is SaveResult.NOTHING or mw.max_age is None  # nothing for the cookie to follow
-        ):
-            return []
-        # Counted from this request's write when there was one: the Max-Age is then exactly
-        # the lifetime it set, even if the clock turned to the next second meanwhile.
-        now = store._written_at if result is not SaveResult.NOTHING else mw.provider.now()
-        remaining = max(store.expiry - now, 0)
-        return [mw.id_header(store.session_id, remaining, scope)]
 
 
 class SessionMiddleware:
@@ -155,33 +75,18 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.provider = provider
-        if not _TOKEN.fullmatch(cookie_name):
-            raise SessionConfigError(f"invalid cookie name {cookie_name!r}")
-        if samesite not in ("lax", "strict", "none"):
-            raise SessionConfigError("samesite must be 'lax', 'strict' or 'none'")
-        if cookie_name.startswith("__Host-"):
-            if domain is not None or path != "/" or secure is False:
-                raise SessionConfigError("a __Host- cookie needs path='/', no domain, and Secure")
-            secure = True
-        if cookie_name.startswith("__Secure-"):
-            if secure is False:
-                raise SessionConfigError("a __Secure- cookie needs Secure")
-            secure = True
-        if partitioned:  # CHIPS: browsers take a Partitioned cookie only with Secure
-            if secure is False:
-                raise SessionConfigError("a partitioned cookie needs Secure")
-            secure = True
-        if samesite == "none" and secure is False:
-            raise SessionConfigError("SameSite=None cookies must be Secure")
-        if max_age != "deadline" and max_age is not None and (type(max_age) is not int):
-            raise SessionConfigError("max_age must be 'deadline', None or an int")
-        if header_name is not None and not _TOKEN.fullmatch(header_name):
-            raise SessionConfigError(f"invalid header name {header_name!r}")
-        self.cookie_name = cookie_name
-        self._cookie_prefix = cookie_name + "="
-        self.max_age = max_age
-        self.secure = secure
-        self.header_name = header_name.lower().encode("latin-1") if header_name else None
+        #: How the id travels (cookie or header) and the caching rules of responses carrying it.
+        self.transport = IdTransport(
+            cookie_name=cookie_name,
+            max_age=max_age,
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+            header_name=header_name,
+            partitioned=partitioned,
+        )
         self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
         self._excluded = _prefix_rule(self.exclude_paths) if self.exclude_paths else None
         self.lazy = lazy
@@ -196,15 +101,7 @@ class SessionMiddleware:
         )
         self.lock_timeout = lock_timeout
         self.busy_status = busy_status
-        # Starlette's order and spelling: name=value; path=/; Max-Age=N; httponly;
-        # samesite=lax; secure; domain=D; partitioned (Secure is decided per request).
-        self._path = f"; path={path}"
-        self._flags = "; httponly; samesite=" + samesite if httponly else "; samesite=" + samesite
-        self._scope_flags = f"; domain={domain}" if domain else ""
-        if partitioned:
-            self._scope_flags += "; partitioned"
         self._opened_provider = False
-        self._warned_cache = False
 
     # -- ASGI entry point ------------------------------------------------------------
 
@@ -217,7 +114,7 @@ class SessionMiddleware:
         if kind not in ("http", "websocket") or (excluded is not None and _matches(scope["path"], excluded)):
             await self.app(scope, receive, send)
             return
-        session = _RequestSession(self, self._presented_id(scope))
+        session = RequestSession(self.provider, self.transport, self.transport.presented(scope))
         scope["session"] = session.store
         scope[SCOPE_KEY] = session
         presented = session.presented
@@ -232,7 +129,7 @@ class SessionMiddleware:
             await self._handle(scope, receive, send, session)
 
     async def _serialized(
-        self, scope: Scope, receive: Receive, send: Send, session: _RequestSession, presented: str
+        self, scope: Scope, receive: Receive, send: Send, session: RequestSession, presented: str
     ) -> None:
         """Run this request alone among its session's serialized requests (opt-in)."""
         entered = False
@@ -252,7 +149,7 @@ class SessionMiddleware:
             else:
                 await self._send_error(send, self.error_status, self.error_body, [])
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, session: RequestSession) -> None:
         if session.presented is not None and not self.lazy:
             try:  # noqa: SIM105 - cheaper than contextlib.suppress, and it runs on every request
                 await session.load()
@@ -263,34 +160,9 @@ class SessionMiddleware:
         else:
             await self._websocket(scope, receive, send, session)
 
-    def _presented_id(self, scope: Scope) -> str | None:
-        """The first id in the configured transport; query strings and forms are never read."""
-        wanted = self.header_name
-        if wanted is not None:
-            for name, value in scope["headers"]:
-                if name == wanted:
-                    return str(value.decode("latin-1").strip())
-            return None
-        prefix = self._cookie_prefix
-        found: str | None = None
-        for name, value in scope["headers"]:
-            if name != b"cookie":
-                continue
-            header: str = value.decode("latin-1")
-            if prefix not in header:
-                continue
-            for part in header.split(";"):
-                part = part.strip()
-                if part.startswith(prefix):
-                    candidate = part[len(prefix) :]
-                    if is_well_formed(candidate):
-                        return candidate
-                    found = found or candidate
-        return found
-
     # -- http --------------------------------------------------------------------------
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, session: RequestSession) -> None:
         replaced = False
         started = False
 
@@ -309,14 +181,14 @@ class SessionMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except _OPERATIONAL as exc:  # misuse (e.g. SessionNotLoaded) propagates as a bug
+        except OPERATIONAL as exc:  # misuse (e.g. SessionNotLoaded) propagates as a bug
             if started:
                 raise
             status, body, headers = self._error_for(exc, session, scope)
             await self._send_error(send, status, body, headers)
 
     async def _before_headers(
-        self, scope: Scope, message: Message, session: _RequestSession
+        self, scope: Scope, message: Message, session: RequestSession
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
         """Save, then add the id and caching headers; or say which error to send instead."""
         store = session.store
@@ -326,58 +198,19 @@ class SessionMiddleware:
         else:
             try:
                 result = await session.save()
-            except (*_OPERATIONAL, TypeError) as exc:
+            except (*OPERATIONAL, TypeError) as exc:
                 return self._error_for(exc, session, scope)
         added = session.cookie_headers(result, scope)
         if store.accessed or added:
-            headers.append((b"vary", b"Cookie" if self.header_name is None else self.header_name))
+            headers.append((b"vary", self.transport.vary))
         if added:
-            headers = self._uncacheable(headers)
+            headers = self.transport.uncacheable(headers)
             headers.extend(added)
         message["headers"] = headers
         return None
 
-    def _uncacheable(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """A response that issues or clears an id is never stored by a shared cache.
-
-        Whatever the app said: ``Vary: Cookie`` does not protect visitors who sent no
-        cookie, and a shared cache could hand one id to all of them. An app policy that
-        already keeps shared caches out (``private`` or ``no-store``) is kept.
-        """
-        names = b"\0" + b"\0".join(map(itemgetter(0), headers)).lower() + b"\0"  # C calls, no loop
-        if b"control\0" not in names:  # none of _CACHE_HEADERS (all end so): one C call
-            headers.append((b"cache-control", b"no-store"))
-            return headers
-        kept: list[tuple[bytes, bytes]] = []
-        policy: list[bytes] = []
-        others = 0  # CDN-specific headers, which override Cache-Control there
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == b"cache-control":
-                policy.append(value)
-            elif b"\0" + lowered + b"\0" in _CACHE_HEADERS:
-                others += 1
-            else:
-                kept.append((name, value))
-        if not policy and not others:  # another "...-control" header: nothing to override
-            kept.append((b"cache-control", b"no-store"))
-            return kept
-        directives = {d.strip().split(b"=")[0].lower() for v in policy for d in v.split(b",")}
-        if others or not directives & {b"private", b"no-store"}:
-            if not self._warned_cache:
-                self._warned_cache = True
-                logger.warning(
-                    "the app's caching headers on a response that sets the session cookie were "
-                    "replaced with Cache-Control: no-store (a shared cache must never store a "
-                    "session id); logged once"
-                )
-            kept.append((b"cache-control", b"no-store"))
-        else:
-            kept.extend((b"cache-control", value) for value in policy)
-        return kept
-
     def _error_for(
-        self, exc: BaseException, session: _RequestSession, scope: Scope
+        self, exc: BaseException, session: RequestSession, scope: Scope
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         if isinstance(exc, SessionBackendError):
             return self.error_status, self.error_body, []
@@ -385,7 +218,11 @@ class SessionMiddleware:
             logger.info("write to ended session %s dropped: %s", log_id(session.store.session_id), exc)
             if exc.superseded:  # a login gave the client a newer cookie: leave it alone
                 return 409, b"The session was given a new id meanwhile, please retry.", []
-            return 409, b"The session ended before this request finished.", [self.expire_header(scope)]
+            return (
+                409,
+                b"The session ended before this request finished.",
+                [self.transport.expire_header(scope)],
+            )
         if isinstance(exc, SessionConflictError):
             logger.warning("session write gave up: %s", exc)
             return 409, b"The session was changed concurrently, please retry.", []
@@ -406,37 +243,9 @@ class SessionMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    # -- cookies -------------------------------------------------------------------------
-
-    def _is_secure(self, scope: Scope) -> bool:
-        if self.secure is not None:
-            return self.secure
-        return scope.get("scheme") in ("https", "wss")
-
-    def id_header(self, session_id: str, remaining: int, scope: Scope) -> tuple[bytes, bytes]:
-        if self.header_name is not None:
-            return self.header_name, session_id.encode()
-        cookie = f"{self.cookie_name}={session_id}{self._path}"
-        if self.max_age == "deadline":
-            cookie += f"; Max-Age={remaining}"
-        elif self.max_age is not None:
-            cookie += f"; Max-Age={min(remaining, self.max_age)}"
-        cookie += self._flags
-        if self._is_secure(scope):
-            cookie += "; secure"
-        return b"set-cookie", (cookie + self._scope_flags).encode("latin-1")
-
-    def expire_header(self, scope: Scope) -> tuple[bytes, bytes]:
-        if self.header_name is not None:
-            return self.header_name, b""
-        cookie = f"{self.cookie_name}={self._path}; Max-Age=0; expires={_EXPIRED}{self._flags}"
-        if self._is_secure(scope):
-            cookie += "; secure"
-        return b"set-cookie", (cookie + self._scope_flags).encode("latin-1")
-
     # -- websocket -----------------------------------------------------------------------
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send, session: _RequestSession) -> None:
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, session: RequestSession) -> None:
         """Changes are saved when the socket closes (and by ``save_session`` at any time)."""
 
         async def send_wrapper(message: Message) -> None:
@@ -450,7 +259,7 @@ class SessionMiddleware:
             await self._save_quietly(session)
 
     @staticmethod
-    async def _save_quietly(session: _RequestSession) -> None:
+    async def _save_quietly(session: RequestSession) -> None:
         try:
             await session.save()
         except (SessionError, TypeError) as exc:
@@ -515,39 +324,3 @@ def _matches(path: str, rule: tuple[frozenset[str], tuple[str, ...]]) -> bool:
     """Whether ``path`` is one of the prefixes or below one: two C calls, no Python loop."""
     exact, below = rule
     return path in exact or path.startswith(below)
-
-
-# -- helpers for apps ----------------------------------------------------------------------
-
-
-def _session_of(conn: Any) -> _RequestSession:
-    scope = conn if isinstance(conn, MutableMapping) else conn.scope
-    session = scope.get(SCOPE_KEY)
-    if not isinstance(session, _RequestSession):
-        raise SessionConfigError("no session here: is SessionMiddleware installed for this path?")
-    return session
-
-
-async def load_session(conn: Any) -> SessionStore:
-    """Read the session now (lazy mode), or return it if already loaded.
-
-    ``conn`` is a Starlette Request/WebSocket or an ASGI scope. Raises
-    ``SessionBackendError`` if the database cannot be reached.
-    """
-    session = _session_of(conn)
-    if session.failure is not None:
-        raise session.failure
-    return await session.load()
-
-
-async def regenerate_session(conn: Any) -> SessionStore:
-    """Rotate the session id, keeping the data: call it at login and privilege changes."""
-    store = await load_session(conn)
-    await store.regenerate()
-    return store
-
-
-async def save_session(conn: Any) -> SaveResult:
-    """Save now: for WebSockets mid-connection, or to make a write durable early."""
-    await load_session(conn)
-    return await _session_of(conn).save()

@@ -8,15 +8,8 @@ is handed straight to the oldest waiter (first come, first served), a health che
 only at the connection being handed out, and a connection attempt that is cancelled or
 times out mid-handshake is closed at once.
 
-With several hosts (a DSN listing ``host1,host2,...``) new connections go to the first
-healthy host in the listed order (or one at random with ``host_order="random"``). A host
-that refuses, does not answer within ``connect_timeout``, or is a Galera node that is not
-ready is marked down for a backoff (1 s, growing to 5 s) and skipped meanwhile; its idle
-connections are closed, and connections to it coming back are closed rather than kept.
-When the backoff has passed one new connection tries it again (a probe); in listed order,
-once an earlier host is usable again the connections to later hosts are closed as they
-come back, so the pool moves back to it. Hosts in their backoff are still tried, last, when
-every other host failed.
+With several hosts (a DSN listing ``host1,host2,...``) ``failover.py`` decides where new
+connections go. ``for_dsn`` builds the pool the provider uses; ``state`` describes a pool.
 """
 
 from __future__ import annotations
@@ -24,21 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import driver
 from .driver import Connection
-from .dsn import host_label
+from .dsn import DSN
+from .failover import Host, Hosts, NoHostAvailable, check_ready
 
 logger = logging.getLogger("asgi_mysql_session")
-
-#: A host that failed is skipped for this long, doubled on every failed retry up to the cap.
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 5.0
 
 
 if sys.version_info >= (3, 11):
@@ -51,38 +41,6 @@ else:  # pragma: no cover - Python 3.10
 
     async def _within(aw: Awaitable[None], seconds: float) -> None:
         await asyncio.wait_for(aw, seconds)
-
-
-class NoHostAvailable(OSError):
-    """Every host of the list refused, timed out or was not ready (the reasons, per host)."""
-
-
-class NodeNotReady(OSError):
-    """A Galera node that accepted the connection but is not ready (wsrep_ready OFF)."""
-
-
-class _Host:
-    """One host of the list and what the pool knows about it."""
-
-    __slots__ = ("down", "failures", "host", "index", "label", "port", "probing", "retry_at", "wsrep")
-
-    def __init__(self, index: int, host: str, port: int) -> None:
-        self.index = index
-        self.host = host
-        self.port = port
-        self.label = host_label(host, port)
-        self.down = False
-        self.failures = 0
-        self.retry_at = 0.0
-        self.probing = False  # a new connection is trying it again after its backoff
-        self.wsrep: bool | None = None  # a Galera node? learnt on the first connection
-
-    def eligible(self, now: float) -> bool:
-        return not self.down or (self.retry_at <= now and not self.probing)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
 
 
 class ConnectionPool:
@@ -113,13 +71,11 @@ class ConnectionPool:
         self._closing = False
         self._reapers: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # connections belong to one loop
-        self._hosts: list[_Host] | None = None
-        if hosts is not None and len(hosts) > 1:
-            self._hosts = [_Host(i, host, port) for i, (host, port) in enumerate(hosts)]
-        self._in_order = host_order != "random"
-        self._on_host_down = on_host_down
         connect_timeout = connect_kwargs.get("connect_timeout")
         self._connect_timeout = float(connect_timeout) if connect_timeout else 5.0
+        self._hosts: Hosts | None = None
+        if hosts is not None and len(hosts) > 1:
+            self._hosts = Hosts(hosts, in_order=host_order != "random", on_down=on_host_down)
 
     @property
     def size(self) -> int:
@@ -149,7 +105,7 @@ class ConnectionPool:
         finally:
             self._opening -= 1
 
-    async def _attempt(self, kwargs: dict[str, Any], host: _Host | None, bound: float | None) -> Connection:
+    async def _attempt(self, kwargs: dict[str, Any], host: Host | None, bound: float | None) -> Connection:
         """One connection attempt, bounded by ``bound`` seconds (None: by the caller only).
 
         aiomysql's connect runs under ``asyncio.wait_for``, which before Python 3.12 can
@@ -159,7 +115,7 @@ class ConnectionPool:
         cancelled until it stops, then closed.
         """
         conn = driver.new_connection(**kwargs)
-        attempt = asyncio.ensure_future(self._handshake(conn, host))
+        attempt = asyncio.ensure_future(_handshake(conn, host))
         try:
             if bound is None:
                 await asyncio.shield(attempt)
@@ -177,38 +133,10 @@ class ConnectionPool:
             raise
         return conn
 
-    @staticmethod
-    async def _handshake(conn: Connection, host: _Host | None) -> None:
-        """Connect; on a Galera node (learnt once per host), check that it is ready.
-
-        A server without wsrep costs one ``SHOW VARIABLES`` on the first connection to it
-        (and again after it was down), never anything per request.
-        """
-        await driver.handshake(conn)
-        if host is None:
-            return
-        if host.wsrep is None:
-            await driver.send(conn, "SHOW VARIABLES LIKE 'wsrep_on'")
-            rows = driver.rows(conn)
-            host.wsrep = bool(rows) and _text(rows[0][1]).upper() == "ON"
-        if host.wsrep:
-            await driver.send(conn, "SHOW STATUS LIKE 'wsrep_ready'")
-            rows = driver.rows(conn)
-            if not rows or _text(rows[0][1]).upper() != "ON":
-                raise NodeNotReady("the Galera node is not ready (wsrep_ready OFF)")
-
-    def _candidates(self, hosts: list[_Host], now: float) -> list[_Host]:
-        """Usable hosts first (listed order, or shuffled), then those in backoff, soonest first."""
-        usable = [h for h in hosts if h.eligible(now)]
-        if not self._in_order:
-            random.shuffle(usable)
-        resting = sorted((h for h in hosts if not h.eligible(now)), key=lambda h: h.retry_at)
-        return usable + resting
-
-    async def _open_any(self, hosts: list[_Host]) -> Connection:
+    async def _open_any(self, hosts: Hosts) -> Connection:
         loop = asyncio.get_running_loop()
         reasons: list[str] = []
-        for host in self._candidates(hosts, loop.time()):
+        for host in hosts.candidates(loop.time()):
             started = loop.time()
             if host.down and host.retry_at <= started:
                 host.probing = True  # only this attempt tries it; the others go on meanwhile
@@ -230,72 +158,31 @@ class ConnectionPool:
                     self._host_failed(host, "no answer before the caller's deadline")
                 host.probing = False
                 raise
-            conn._failover_host = host
-            self._host_up(host)
+            hosts.bind(conn, host)
+            hosts.up(host)
             return conn
         raise NoHostAvailable("no database host is available: " + "; ".join(reasons))
 
-    def _host_failed(self, host: _Host, reason: str) -> None:
-        """Mark a host down (logged once per change) or, if its retry failed, lengthen its backoff."""
-        now = asyncio.get_running_loop().time()
-        host.probing = False
-        if host.down:
-            if host.retry_at <= now:  # it was tried again after its backoff and failed again
-                host.failures += 1
-                host.retry_at = now + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (host.failures - 1))
-            return
-        host.down = True
-        host.failures = 1
-        host.retry_at = now + BACKOFF_FIRST
-        host.wsrep = None  # it may come back as something else
-        logger.warning(
-            "database host %s is down (%s); new connections go to the other hosts, it is retried "
-            "after a backoff of %g-%gs",
-            host.label,
-            reason,
-            BACKOFF_FIRST,
-            BACKOFF_MAX,
-        )
-        if self._on_host_down is not None:
-            self._on_host_down(host.label)
-        kept: deque[Connection] = deque()
-        for conn in self._free:
-            if getattr(conn, "_failover_host", None) is host:
-                conn.close()
-            else:
-                kept.append(conn)
-        self._free = kept
-
-    def _host_up(self, host: _Host) -> None:
-        host.probing = False
-        if host.down:
-            host.down = False
-            host.failures = 0
-            logger.warning("database host %s is up again; new connections may use it", host.label)
+    def _host_failed(self, host: Host, reason: str) -> None:
+        """Mark a host down; when it just went down, its idle connections are closed."""
+        assert self._hosts is not None
+        if self._hosts.failed(host, reason):
+            kept: deque[Connection] = deque()
+            for conn in self._free:
+                if self._hosts.of(conn) is host:
+                    conn.close()
+                else:
+                    kept.append(conn)
+            self._free = kept
 
     def connection_failed(self, conn: Connection, reason: str) -> None:
         """A statement on ``conn`` failed as if its host were gone: mark that host down.
 
         Only with several hosts; the caller closes the connection itself.
         """
-        host = getattr(conn, "_failover_host", None)
-        if host is not None and self._hosts is not None:
+        host = self._hosts.of(conn) if self._hosts is not None else None
+        if host is not None:
             self._host_failed(host, reason)
-
-    def _keep(self, conn: Connection) -> bool:
-        """Whether a connection coming back stays pooled (several hosts only).
-
-        Not if its host is down; in listed order, not if an earlier host is usable again.
-        """
-        host: _Host | None = getattr(conn, "_failover_host", None)
-        if host is None or self._hosts is None:
-            return True
-        if host.down:
-            return False
-        if self._in_order and host.index:
-            now = asyncio.get_running_loop().time()
-            return not any(h.eligible(now) for h in self._hosts[: host.index])
-        return True
 
     @property
     def several_hosts(self) -> bool:
@@ -304,7 +191,7 @@ class ConnectionPool:
 
     def host_states(self) -> dict[str, bool]:
         """Each host's label and whether it is considered up (several hosts only; else empty)."""
-        return {h.label: not h.down for h in self._hosts or ()}
+        return self._hosts.states() if self._hosts is not None else {}
 
     async def acquire(self) -> Connection:
         if self._closing:
@@ -352,7 +239,7 @@ class ConnectionPool:
     def release(self, conn: Connection) -> None:
         """Give a connection back; a closed one frees its place for the next waiter."""
         self._used.discard(conn)
-        if conn.closed or self._closing or (self._hosts is not None and not self._keep(conn)):
+        if conn.closed or self._closing or (self._hosts is not None and not self._hosts.keep(conn)):
             conn.close()
             self._hand_over(None)
             return
@@ -399,6 +286,13 @@ class ConnectionPool:
         self._used.clear()
 
 
+async def _handshake(conn: Connection, host: Host | None) -> None:
+    """Connect; with several hosts, check that a Galera node is ready (``check_ready``)."""
+    await driver.handshake(conn)
+    if host is not None:
+        await check_ready(conn, host)
+
+
 async def _abandon(attempt: asyncio.Future[None], conn: Connection) -> None:
     """Cancel a connection attempt until it stops (a cancel can be swallowed), then close it."""
     for _ in range(100):
@@ -409,3 +303,61 @@ async def _abandon(attempt: asyncio.Future[None], conn: Connection) -> None:
     conn.close()
     if attempt.done() and not attempt.cancelled():
         attempt.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO"
+
+
+def connect_kwargs() -> dict[str, Any]:
+    """The aiomysql connection options the package relies on, for pools users build."""
+    return {
+        "autocommit": True,
+        "client_flag": driver.FOUND_ROWS,
+        "charset": "utf8mb4",
+        "init_command": f"SET SESSION sql_mode = '{SQL_MODE}'",
+    }
+
+
+def for_dsn(dsn: DSN, *, lock_wait: int, on_host_down: Callable[[str], None]) -> ConnectionPool:
+    """The pool a DSN describes (not connected yet: ``await pool.fill()``)."""
+    kwargs = connect_kwargs()
+    kwargs["init_command"] += f", SESSION innodb_lock_wait_timeout = {max(1, lock_wait)}"
+    several = len(dsn.hosts) > 1 and not dsn.unix_socket
+    return ConnectionPool(
+        dsn.pool_min,
+        dsn.pool_max,
+        dsn.pool_recycle,
+        hosts=dsn.hosts if several else None,
+        host_order=dsn.host_order,
+        on_host_down=on_host_down,
+        host=dsn.host,
+        port=dsn.port,
+        user=dsn.user,
+        password=dsn.password,
+        db=dsn.database,
+        unix_socket=dsn.unix_socket,
+        connect_timeout=dsn.connect_timeout,
+        **kwargs,
+    )
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """The connections of the provider's pool, for metrics and health checks."""
+
+    size: int  #: open (or opening) connections
+    free: int  #: idle ones
+    in_use: int  #: checked out (a request or a session lock holds them)
+    maxsize: int
+    #: with several hosts: each host and whether it is considered up; else empty
+    hosts: dict[str, bool]
+
+
+def state(pool: driver.Pool | None, maxsize: int) -> PoolState:
+    """What ``pool`` holds (ours, or an aiomysql pool lent by the user; None: closed)."""
+    if pool is None:
+        return PoolState(0, 0, 0, maxsize, {})
+    if isinstance(pool, ConnectionPool):
+        return PoolState(pool.size, pool.freesize, pool.in_use, pool.maxsize, pool.host_states())
+    size, free = int(pool.size), int(pool.freesize)
+    return PoolState(size, free, size - free, int(pool.maxsize), {})

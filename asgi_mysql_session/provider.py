@@ -23,11 +23,12 @@ from .coordination import Cluster, Leases, cluster_option
 from .driver import Pool
 from .dsn import DSN, parse_dsn
 from .errors import InvalidSessionId, SessionConfigError, SessionSchemaError
-from .gateway import Gateway, PoolState, connect_kwargs
+from .gateway import Gateway
 from .gc import ExpirySweeper
 from .ids import hash_id, is_well_formed, new_session_id
 from .loops import require_asyncio
 from .metrics import SessionObserver
+from .pool import PoolState, connect_kwargs
 from .rules import Clock, Rules
 from .serialized import SessionLocks
 from .store import SessionStore

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from .coordination import Cluster, new_holder
 from .errors import SessionError, SessionLockTimeout
-from .gateway import bounded
+from .link import bounded
 from .locks import KeyedLocks
 from .table import SessionTable
 

@@ -20,7 +20,8 @@ from .coalesce import ReadCoalescer
 from .coordination import Cluster, Leases, new_holder
 from .driver import RETRYABLE, error_code
 from .errors import SessionBackendError, SessionDecodeError
-from .gateway import STATEMENT_RETRIES, Gateway
+from .gateway import Gateway
+from .link import STATEMENT_RETRIES
 from .locks import KeyedLocks
 from .metrics import SessionObserver
 from .rows import Row
