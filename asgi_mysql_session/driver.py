@@ -1,4 +1,4 @@
-"""The one module that touches aiomysql and PyMySQL: every internal it relies on, and why.
+"""The one module that touches aiomysql, PyMySQL and asyncio internals, each with its reason.
 
 Each private attribute or internal call of the drivers is used here and nowhere else, with
 the reason it is worth it, and :func:`check` proves at ``open()`` that the installed
@@ -9,6 +9,7 @@ start-up (``SessionConfigError`` naming it), never in the middle of a request.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -137,6 +138,13 @@ async def wake(pool: Pool) -> None:
     connection frees a place without telling the tasks waiting for one."""
     async with pool._cond:
         pool._cond.notify()
+
+
+def never_log_pending(task: asyncio.Task[Any]) -> None:
+    """Keep asyncio from logging "Task was destroyed but it is pending!" for a task whose
+    loop closed under it (the provider gives such tasks up). PRIVATE asyncio
+    ``Task._log_destroy_pending``: there is no public way to say so."""
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
 def check(conn: Connection, pool: Pool = None) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import sql
+from . import driver, sql
 from .coordination import Cluster, Leases, cluster_option
 from .driver import Pool
 from .dsn import DSN, parse_dsn
@@ -265,7 +265,7 @@ class MySQLSessionProvider:
         sweeper = self._sweeper
         for task in (self._guard, sweeper.task if sweeper is not None else None):
             if task is not None:  # never ran to its end: asyncio would log it at collection
-                task._log_destroy_pending = False  # type: ignore[attr-defined]
+                driver.never_log_pending(task)
         self._opened = False
         self._guard = None
         self._sweeper = None
