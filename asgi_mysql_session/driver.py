@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiomysql
 import pymysql
@@ -20,8 +20,30 @@ from pymysql.constants import CLIENT
 
 from .errors import SessionConfigError
 
-#: What a pool the user built and lends us is (aiomysql's, or our ``ConnectionPool``).
-Pool = Any
+
+class Pool(Protocol):
+    """A pool: aiomysql's (one the user lends), or the package's ``ConnectionPool``."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def freesize(self) -> int: ...
+
+    @property
+    def maxsize(self) -> int: ...
+
+    def acquire(self) -> Awaitable[Connection]: ...
+
+    def release(self, conn: Connection) -> object: ...
+
+    def close(self) -> None: ...
+
+    def wait_closed(self) -> Awaitable[None]: ...
+
+    def terminate(self) -> None: ...
+
+
 DriverError = pymysql.err.MySQLError
 DriverWarning = pymysql.Warning
 #: Needed so that an UPDATE that matched a row but changed nothing counts as matched.
@@ -136,8 +158,9 @@ def pooled(pool: Pool) -> list[Connection]:
 async def wake(pool: Pool) -> None:
     """Wake a waiter of an aiomysql pool. PRIVATE ``_cond``: its ``release()`` of a closed
     connection frees a place without telling the tasks waiting for one."""
-    async with pool._cond:
-        pool._cond.notify()
+    cond: asyncio.Condition = pool._cond  # type: ignore[attr-defined]
+    async with cond:
+        cond.notify()
 
 
 def never_log_pending(task: asyncio.Task[Any]) -> None:
@@ -147,7 +170,7 @@ def never_log_pending(task: asyncio.Task[Any]) -> None:
     task._log_destroy_pending = False  # type: ignore[attr-defined]
 
 
-def check(conn: Connection, pool: Pool = None) -> None:
+def check(conn: Connection, pool: Pool | None = None) -> None:
     """Raise ``SessionConfigError`` if the installed drivers lack an internal used here.
 
     Run once when a provider opens, on a live connection (the stream exists only then);

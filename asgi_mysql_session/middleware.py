@@ -75,8 +75,8 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.provider = provider
-        #: How the id travels (cookie or header) and the caching rules of responses carrying it.
-        self.transport = IdTransport(
+        # How the id travels (cookie or header) and the caching rules of responses carrying it.
+        self._transport = IdTransport(
             cookie_name=cookie_name,
             max_age=max_age,
             path=path,
@@ -114,7 +114,7 @@ class SessionMiddleware:
         if kind not in ("http", "websocket") or (excluded is not None and _matches(scope["path"], excluded)):
             await self.app(scope, receive, send)
             return
-        session = RequestSession(self.provider, self.transport, self.transport.presented(scope))
+        session = RequestSession(self.provider, self._transport, self._transport.presented(scope))
         scope["session"] = session.store
         scope[SCOPE_KEY] = session
         presented = session.presented
@@ -202,9 +202,9 @@ class SessionMiddleware:
                 return self._error_for(exc, session, scope)
         added = session.cookie_headers(result, scope)
         if store.accessed or added:
-            headers.append((b"vary", self.transport.vary))
+            headers.append((b"vary", self._transport.vary))
         if added:
-            headers = self.transport.uncacheable(headers)
+            headers = self._transport.uncacheable(headers)
             headers.extend(added)
         message["headers"] = headers
         return None
@@ -221,7 +221,7 @@ class SessionMiddleware:
             return (
                 409,
                 b"The session ended before this request finished.",
-                [self.transport.expire_header(scope)],
+                [self._transport.expire_header(scope)],
             )
         if isinstance(exc, SessionConflictError):
             logger.warning("session write gave up: %s", exc)

@@ -64,7 +64,7 @@ class MySQLSessionProvider:
         self,
         dsn: str | None = None,
         *,
-        pool: Pool = None,
+        pool: Pool | None = None,
         table: str = "session",
         max_lifetime: int = 3600,
         absolute_lifetime: int | None = 86400,
@@ -95,7 +95,7 @@ class MySQLSessionProvider:
             raise SessionConfigError("gc_interval must be positive, or None to disable sweeps")
         if gc_batch_size < 1 or gc_pause < 0:
             raise SessionConfigError("gc_batch_size must be >= 1, write_retries and gc_pause >= 0")
-        self.rules = Rules(
+        self._rules = Rules(
             max_lifetime, absolute_lifetime, touch_after, rotation_grace, max_size, write_retries, clock
         )
         self.create_table = create_table
@@ -103,7 +103,7 @@ class MySQLSessionProvider:
         #: Receives events for logs and metrics (see ``asgi_mysql_session.metrics``).
         self.observer = observer or SessionObserver()
         #: On Galera: leases (sweep, serialized requests) instead of node-local GET_LOCK.
-        self.leases = Leases(self.table, lease_ttl)
+        self._leases = Leases(self.table, lease_ttl)
         self._gateway = Gateway(
             parsed,
             pool,
@@ -117,9 +117,9 @@ class MySQLSessionProvider:
         self._table = SessionTable(
             self._gateway,
             self.table,
-            self.rules,
+            self._rules,
             self.observer,
-            self.leases,
+            self._leases,
             coalesce_reads=coalesce_reads,
             gc_batch_size=gc_batch_size,
             gc_pause=gc_pause,
@@ -133,12 +133,12 @@ class MySQLSessionProvider:
 
     # -- settings (the rules and the gateway hold them) ---------------------------------
 
-    max_lifetime = property(lambda self: self.rules.max_lifetime)
-    absolute_lifetime = property(lambda self: self.rules.absolute_lifetime)
-    touch_after = property(lambda self: self.rules.touch_step)
-    rotation_grace = property(lambda self: self.rules.rotation_grace)
-    max_size = property(lambda self: self.rules.max_size)
-    write_retries = property(lambda self: self.rules.write_retries)
+    max_lifetime = property(lambda self: self._rules.max_lifetime)
+    absolute_lifetime = property(lambda self: self._rules.absolute_lifetime)
+    touch_after = property(lambda self: self._rules.touch_step)
+    rotation_grace = property(lambda self: self._rules.rotation_grace)
+    max_size = property(lambda self: self._rules.max_size)
+    write_retries = property(lambda self: self._rules.write_retries)
 
     @property
     def timeout(self) -> float:
@@ -182,6 +182,11 @@ class MySQLSessionProvider:
         return self._gateway.database
 
     @property
+    def leases_lost(self) -> int:
+        """On Galera: leases found taken over at renewal (held past their ttl); should stay 0."""
+        return self._leases.lost
+
+    @property
     def sweeper(self) -> ExpirySweeper | None:
         """The background sweep while the provider is open (None with ``gc_interval=None``)."""
         return self._sweeper
@@ -191,7 +196,7 @@ class MySQLSessionProvider:
         return self._gateway.pool_state()
 
     def now(self) -> int:
-        return self.rules.now()
+        return self._rules.now()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -412,7 +417,7 @@ class MySQLSessionProvider:
                 await link.execute(sql.create_table(self.table))
                 _, rows = await link.execute(self._table.sql.columns, (self.table,))
             if rows and gateway.cluster is Cluster.GALERA:
-                lease_table = self.leases.sql.table
+                lease_table = self._leases.sql.table
                 _, leases = await link.execute(self._table.sql.columns, (lease_table,))
                 if not leases and self.create_table:
                     await link.execute(sql.create_lease_table(self.table))

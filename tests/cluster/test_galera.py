@@ -293,7 +293,7 @@ async def test_a_sweeper_on_each_node_deletes_each_expired_row_once(
         await asyncio.sleep(0.5)  # more rounds: nothing left to sweep, nothing deleted twice
         for sweeper in sweepers:
             await sweeper.stop()
-        assert all(p.leases.lost == 0 for p in ps)
+        assert all(p.leases_lost == 0 for p in ps)
     assert sum(s.rows for s in sweepers) == 600
     assert sum(s.failures for s in sweepers) == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
@@ -317,7 +317,7 @@ async def test_serialized_increments_through_two_nodes_are_never_lost(tables: st
         assert (await a2.get("/read", headers=cookie)).json() == {"user": "ada", "n": 30}
         await a1.aclose()
         await a2.aclose()
-        assert p1.leases.lost == p2.leases.lost == 0
+        assert p1.leases_lost == p2.leases_lost == 0
     assert query(URLS[0], f"SELECT COUNT(*) FROM `{sql.lease_table_name(tables)}`", sync_wait=True) == [(0,)]
 
 
