@@ -23,59 +23,54 @@ import argparse
 import contextlib
 import json
 import os
-import socket
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE.parent / "scripts"))
 
 import cluster  # noqa: E402
 from filldb import BenchTable, unique_table_name  # noqa: E402
-from run import KINDS, Driver, Server, ensure_wrk, say  # noqa: E402
+from lib import MYSQL_URL, db  # noqa: E402
+from lib.apps import Server  # noqa: E402
+from lib.console import say  # noqa: E402
+from lib.load import Driver, Load, ensure_wrk, summarize  # noqa: E402
+from lib.procs import free_port  # noqa: E402
+from lib.report import md_table  # noqa: E402
+from lib.stats import paired_ratio  # noqa: E402
 
 from asgi_mysql_session import sql as session_sql  # noqa: E402
 
+T = TypeVar("T")
 TARGETS = ("single", "node1", "3-host")
 WORKLOADS = ("read", "write")
 
 
 class ClusterCounters:
-    """``Com_*`` summed over the three nodes (what Driver.run reads before and after a cell)."""
+    """The three nodes as one database for lib.load.Driver: ``Com_*`` summed, and their processes."""
 
-    def counters(self) -> dict[str, int]:
-        total = dict.fromkeys(KINDS, 0)
+    def per_node(self, read: Callable[[Any], T]) -> list[T]:
+        found = []
         for n in cluster.NODES:
-            conn = pymysql.connect(
-                host="127.0.0.1", port=cluster.sql_port(n), user="root", password="", connect_timeout=5
-            )
+            conn = db.connect(cluster.url(n), connect_timeout=5)
             try:
-                with conn.cursor() as cur:
-                    cur.execute(
-                        "SHOW GLOBAL STATUS WHERE Variable_name IN "
-                        "('Com_select','Com_insert','Com_update','Com_delete')"
-                    )
-                    for name, value in cur.fetchall():
-                        total[str(name)[4:].lower()] += int(value)
+                found.append(read(conn))
             finally:
                 conn.close()
-        return total
+        return found
 
+    def counters(self) -> dict[str, int]:
+        nodes = self.per_node(db.com_counters)
+        return {kind: sum(node[kind] for node in nodes) for kind in db.KINDS}
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    def server_pids(self) -> list[int]:
+        return [pid for pid in self.per_node(db.server_pid) if pid is not None]
 
 
 def three_hosts() -> str:
@@ -89,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
     p.add_argument("--sessions", type=int, default=10_000)
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    p.add_argument("--mysql-url", default=os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"))
+    p.add_argument("--mysql-url", default=MYSQL_URL)
     p.add_argument("--json", type=Path, default=HERE / "results" / "cluster-cost.json")
     args = p.parse_args(argv)
     wrk = ensure_wrk(allow_install=True)
@@ -107,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ids = {"single": work / "ids-single.txt", "node1": cluster_ids, "3-host": cluster_ids}
     drivers = {
         "single": Driver(wrk, args.connections, 1, single),
-        "node1": Driver(wrk, args.connections, 1, ClusterCounters()),  # type: ignore[arg-type]
-        "3-host": Driver(wrk, args.connections, 1, ClusterCounters()),  # type: ignore[arg-type]
+        "node1": Driver(wrk, args.connections, 1, ClusterCounters()),
+        "3-host": Driver(wrk, args.connections, 1, ClusterCounters()),
     }
-    cells: dict[str, dict[str, list[dict[str, Any]]]] = {t: {w: [] for w in WORKLOADS} for t in TARGETS}
+    cells: dict[str, dict[str, list[Load]]] = {t: {w: [] for w in WORKLOADS} for t in TARGETS}
     servers: list[Server] = []
     try:
         for table, file in ((single, ids["single"]), (clustered, ids["node1"])):
@@ -133,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                     driver, server = drivers[target], by_target[target]
                     driver.run(server, f"/{workload}", ids[target], 1)  # warm-up
                     load, _ = driver.run(server, f"/{workload}", ids[target], args.seconds)
-                    cell = load.as_dict()
-                    cells[target][workload].append(cell)
-                    per = cell["statements_per_request"]
+                    cells[target][workload].append(load)
+                    per = load.as_dict()["statements_per_request"]
                     say(
                         f"  round {r + 1} {workload:5} {target:6}: {load.rps:7.0f} req/s  "
                         f"p50 {load.p50_ms:5.1f} "
@@ -155,47 +149,48 @@ def main(argv: list[str] | None = None) -> int:
         for table in tables:
             table.close()
     summary: dict[str, Any] = {}
-    lines = [
-        "| workload | target | req/s (median) | vs single | p50 / p99 ms "
-        "| SELECT / INSERT / UPDATE / DELETE per request | errors |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["workload", "target", "req/s (median)", "vs single", "p50 / p99 ms"]
+    header += ["SELECT / INSERT / UPDATE / DELETE per request", "errors"]
+    rows = []
     for workload in WORKLOADS:
-        base = [c["rps"] for c in cells["single"][workload]]
+        base = summarize(cells["single"][workload])["rps_rounds"]
         for target in TARGETS:
-            runs = cells[target][workload]
-            rps = [c["rps"] for c in runs]
-            ratio = statistics.median(x / y for x, y in zip(rps, base, strict=True))
-            per = {k: statistics.median(c["statements_per_request"][k] for c in runs) for k in KINDS}
-            p50 = statistics.median(c["p50_ms"] for c in runs)
-            p99 = statistics.median(c["p99_ms"] for c in runs)
-            errors = sum(sum(c["errors"].values()) for c in runs)
+            s = summarize(cells[target][workload])
+            rps, per = s["rps_rounds"], s["statements_per_request"]
+            ratio = paired_ratio(rps, base)
             summary.setdefault(workload, {})[target] = {
                 "rps": rps,
-                "median_rps": statistics.median(rps),
+                "median_rps": s["rps"],
                 "ratio_to_single": round(ratio, 3),
                 "statements_per_request": per,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "errors": errors,
+                "p50_ms": s["p50_ms"],
+                "p99_ms": s["p99_ms"],
+                "errors": s["errors"],
             }
-            lines.append(
-                f"| {workload} | {target} | {statistics.median(rps):,.0f} "
-                f"({min(rps):,.0f}-{max(rps):,.0f}) | "
-                f"{ratio:.2f} | {p50:.1f} / {p99:.1f} | {' / '.join(f'{per[k]:.2f}' for k in KINDS)} "
-                f"| {errors} |"
+            rows.append(
+                [
+                    workload,
+                    target,
+                    f"{s['rps']:,.0f} ({min(rps):,.0f}-{max(rps):,.0f})",
+                    f"{ratio:.2f}",
+                    f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f}",
+                    " / ".join(f"{per[k]:.2f}" for k in db.KINDS),
+                    str(s["errors"]),
+                ]
             )
+    lines = md_table(header, rows).split("\n")
     say("")
     for line in lines:
         say(line)
+    figures = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "summary": summary,
+        "cells": {t: {w: [x.as_dict() for x in runs] for w, runs in c.items()} for t, c in cells.items()},
+        "table_md": lines,
+    }
     args.json.parent.mkdir(exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "args": {k: str(v) for k, v in vars(args).items()},
-             "summary": summary, "cells": cells, "table_md": lines},
-            indent=1,
-        )
-    )  # fmt: skip
+    args.json.write_text(json.dumps(figures, indent=1))
     say(f"\ncluster-cost: figures in {args.json}")
     return 0
 

@@ -21,15 +21,13 @@ import pstats
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from filldb import BenchTable, signed_cookies, unique_table_name
+from lib import BENCH, MYSQL_URL, run_async
+from lib.apps import APP_MODULES, APPS
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "apps"))
-
-MODULES = {"project": "project_app", "lean": "lean_app", "raw": "raw_app", "cookie": "cookie_app"}
+sys.path.insert(0, str(APPS))
 
 
 async def lifespan(app: Any, event: str, inbox: asyncio.Queue[Any], outbox: asyncio.Queue[Any]) -> None:
@@ -71,7 +69,7 @@ async def drive(app: Any, path: str, cookies: list[str], count: int, concurrency
 
 
 async def measure(app_name: str, workload: str, ids: list[str], cookies: list[str], args: Any) -> float:
-    app = importlib.import_module(MODULES[app_name]).app
+    app = importlib.import_module(APP_MODULES[app_name]).app
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     outbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -101,7 +99,7 @@ async def measure(app_name: str, workload: str, ids: list[str], cookies: list[st
     if profiler:
         print(f"--- {app_name} {workload}: functions by own time (cProfile inflates small calls)")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
-    return 1e6 * used / args.requests
+    return float(1e6 * used / args.requests)
 
 
 def main() -> None:
@@ -117,24 +115,18 @@ def main() -> None:
     args = p.parse_args()
     args.table = args.table or unique_table_name()
     os.environ.setdefault("BENCH_TABLE", args.table)
-    table = BenchTable(os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"), args.table)
+    table = BenchTable(MYSQL_URL, args.table)
     try:
         table.create()
         ids = table.fill(1_000)
-        cookie_file = HERE / "results" / "cpu-cookies.tmp"
+        cookie_file = BENCH / "results" / "cpu-cookies.tmp"
         signed_cookies(ids, "bench-secret", cookie_file)
         cookies = cookie_file.read_text().split()
         cookie_file.unlink()
-        try:
-            import uvloop
-
-            runner: Any = uvloop.run
-        except ImportError:
-            runner = asyncio.run
         for workload in args.workloads.split(","):
             for app_name in args.apps.split(","):
                 runs = [
-                    runner(measure(app_name, workload, ids, cookies, args))
+                    run_async(measure(app_name, workload, ids, cookies, args))
                     for _ in range(1 if args.profile else args.repeat)
                 ]
                 table.cleanup_new_rows()

@@ -16,12 +16,13 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import itsdangerous
 import pymysql
+from lib import db
 
 from asgi_mysql_session import sql
-from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.serializer import encode
 
 INSERT = (
@@ -30,11 +31,6 @@ INSERT = (
 )
 BATCH = 5000
 LIFETIME = 86400
-
-
-def connect(url: str) -> pymysql.Connection:  # type: ignore[type-arg]
-    args = parse_dsn(url).pymysql_args()
-    return pymysql.connect(**args, autocommit=True, max_allowed_packet=64 * 1024 * 1024)
 
 
 #: MySQL's ER_TABLE_EXISTS_ERROR.
@@ -52,17 +48,15 @@ class BenchTable:
     def __init__(self, url: str, table: str) -> None:
         self.url = url
         self.table = sql.check_table_name(table)
-        self.conn = connect(url)
+        self.conn = db.connect(url, max_allowed_packet=64 * 1024 * 1024)
         #: True once create() made the table; only then may it be filled, emptied or dropped.
         self.owned = False
         #: Every pre-filled row is created at this second; rows made by the login workload
         #: are newer, which is how cleanup() finds them.
         self.created = int(time.time()) - 60
 
-    def query(self, statement: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(statement, args)
-            return list(cur.fetchall())
+    def query(self, statement: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        return db.query(self.conn, statement, args)
 
     def create(self) -> None:
         """Create the table; a table of that name that already exists is left alone (SystemExit)."""
@@ -93,7 +87,7 @@ class BenchTable:
         self.query(f"TRUNCATE TABLE `{self.table}`")
 
     def count(self) -> int:
-        return int(self.query(f"SELECT COUNT(*) FROM `{self.table}`")[0][0])  # type: ignore[arg-type]
+        return int(self.query(f"SELECT COUNT(*) FROM `{self.table}`")[0][0])
 
     def fill(
         self,
@@ -145,15 +139,16 @@ class BenchTable:
                 deleted = cur.execute(
                     f"DELETE FROM `{self.table}` WHERE session_created > %s LIMIT 20000", (self.created,)
                 )
-            total += deleted
+            total += int(deleted)
             if deleted < 20000:
                 return total
 
     def counters(self) -> dict[str, int]:
-        rows = self.query(
-            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_select','Com_insert','Com_update','Com_delete')"
-        )
-        return {str(name)[4:].lower(): int(str(value)) for name, value in rows}
+        return db.com_counters(self.conn)
+
+    def server_pids(self) -> list[int]:
+        pid = db.server_pid(self.conn)
+        return [] if pid is None else [pid]
 
     def server_info(self) -> dict[str, str]:
         version = str(self.query("SELECT VERSION()")[0][0])

@@ -30,28 +30,22 @@ HERE = Path(__file__).resolve().parent
 
 def run_once() -> None:
     """Child mode (under valgrind): fill a table, drive one app and workload, drop the table."""
-    import asyncio
-
     sys.path.insert(0, str(HERE))
     import cpu
     from filldb import BenchTable, unique_table_name
+    from lib import MYSQL_URL, run_async
+    from lib.apps import APP_MODULES
 
     app, workload, count, concurrency = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     table_name = unique_table_name("asgi_mysql_session_bench_instr")
     os.environ["BENCH_TABLE"] = table_name
-    table = BenchTable(os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"), table_name)
+    table = BenchTable(MYSQL_URL, table_name)
     table.create()
     try:
         ids = table.fill(10_000)  # concurrent writes to one session would be 409s in the raw app
         args = argparse.Namespace(requests=count, concurrency=concurrency, profile=False, top=0)
-        try:
-            import uvloop
-
-            runner = uvloop.run
-        except ImportError:
-            runner = asyncio.run
-        runner(cpu.measure(app, workload, ids, [], args))
-        provider = getattr(sys.modules.get(cpu.MODULES[app]), "provider", None)
+        run_async(cpu.measure(app, workload, ids, [], args))
+        provider = getattr(sys.modules.get(APP_MODULES[app]), "provider", None)
         if provider is not None:  # 1000 warm-up requests + the measured ones
             print(f"SELECTS {provider.statements['select']} {count + 1000}", file=sys.stderr)
     finally:

@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lib import run_async
+from lib.stats import percentile
+
 
 async def worker(
     host: str,
@@ -58,13 +61,6 @@ async def worker(
         writer.close()
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
 def build_requests(host: str, port: int, path: str, file: str) -> list[bytes]:
     base = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
     if file == "-":
@@ -92,10 +88,11 @@ async def main(host: str, port: int, requests: list[bytes], connections: int, se
         "errors": errors,
         "latency_us": {
             "mean": sum(us) / len(us) if us else 0.0,
-            "p50": percentile(us, 50),
-            "p90": percentile(us, 90),
-            "p99": percentile(us, 99),
-            "p999": percentile(us, 99.9),
+            # wrk's rank (lib.stats.percentile), 0 without a request as wrk gives.
+            "p50": percentile(us, 50, empty=0.0),
+            "p90": percentile(us, 90, empty=0.0),
+            "p99": percentile(us, 99, empty=0.0),
+            "p999": percentile(us, 99.9, empty=0.0),
             "max": us[-1] if us else 0.0,
         },
     }
@@ -106,10 +103,4 @@ if __name__ == "__main__":
     url, path, file, connections, seconds = sys.argv[1:6]
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    coroutine = main(host, port, build_requests(host, port, path, file), int(connections), float(seconds))
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)
-    else:
-        uvloop.run(coroutine)
+    run_async(main(host, port, build_requests(host, port, path, file), int(connections), float(seconds)))

@@ -11,409 +11,32 @@ and read throughput with 10,000 vs 1,000,000 live sessions. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import json
 import os
-import platform
-import re
-import resource
-import shutil
-import signal
-import statistics
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filldb import BenchTable, signed_cookies, unique_table_name
+from lib import BENCH, MYSQL_URL, ROOT
+from lib.apps import APP_MODULES, Server
+from lib.console import Progress, StatusLine, say
+from lib.cpumeter import BUSY, CpuMeter
+from lib.http import fetch
+from lib.load import Driver, Load, ensure_wrk, summarize
+from lib.report import git_revision, machine, package_versions
+from run_report import report
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-APPS = HERE / "apps"
-LUA = HERE / "wrk" / "rotate.lua"
-RESULTS = HERE / "results"
-TICK = os.sysconf("SC_CLK_TCK")
-
+RESULTS = BENCH / "results"
 WORKLOADS = ("read", "write", "skip", "login")
-APP_MODULES = {"project": "project_app", "lean": "lean_app", "raw": "raw_app", "cookie": "cookie_app"}
-APP_TITLES = {
-    "project": "asgi_mysql_session",
-    "lean": "hand-written aiomysql (reference)",
-    "raw": "raw aiomysql, the package's SQL",
-    "cookie": "Starlette signed cookie",
-}
-#: The req/s the project must reach, as a share of the lean hand-written app's (issue 15).
-LEAN_TARGETS = {"read": 1.0, "write": 0.95, "login": 0.95, "skip": 1.0}
-#: The statements per request the project must stay within (SHOW GLOBAL STATUS deltas).
-BUDGET = {
-    "read": {"select": 1, "insert": 0, "update": 0, "delete": 0},
-    "write": {"select": 1, "insert": 0, "update": 1, "delete": 0},
-    "login": {"select": 0, "insert": 1, "update": 0, "delete": 0},
-    "skip": {"select": 0, "insert": 0, "update": 0, "delete": 0},
-}
-KINDS = ("select", "insert", "update", "delete")
-#: A run during which other processes used more CPU than this (in cores) is run again.
-OTHER_LIMIT = 0.25
 #: Before a run, wait until other processes use less than this.
 QUIET_LIMIT = 0.15
-
-
-def say(message: str = "") -> None:
-    Progress.clear_line()
-    print(message, flush=True)
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-# -- processes and CPU -----------------------------------------------------------------------
-
-
-def proc_cpu(pid: int | None) -> float:
-    """User + system CPU seconds of one process (0 if it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def find_pid(name: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == name:
-                    return int(entry.name)
-    return None
-
-
-def machine_busy() -> float:
-    """CPU seconds all cores spent busy since boot (for the 'other load' column)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / TICK
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class Server:
-    """One uvicorn process serving one of bench/apps, with the same flags for every app."""
-
-    def __init__(self, name: str, port: int, env: dict[str, str], log_dir: Path, tag: str = "") -> None:
-        self.name = name
-        self.port = port
-        self.env = env
-        self.log_path = log_dir / f"server-{name}{tag}.log.tmp"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            f"{APP_MODULES[self.name]}:app",
-            "--app-dir",
-            str(APPS),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--lifespan",
-            "on",
-        ]
-
-    def start(self) -> None:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"bench: the {self.name} app exited:\n{self.log_path.read_text()}")
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(self.url + "/health", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.2)
-        raise SystemExit(f"bench: the {self.name} app did not answer on {self.url}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-# -- load generation -------------------------------------------------------------------------
-
-
-def ensure_wrk(allow_install: bool) -> str | None:
-    """wrk's path; installed with apt-get (Debian's package) when missing and we are root."""
-    found = shutil.which("wrk")
-    if found or not allow_install:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        say("bench: wrk is missing and cannot be installed here (needs root and apt-get)")
-        return None
-    say("bench: installing wrk from Debian's packages (apt-get install wrk)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(install, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk")
-
-
-@dataclass
-class Load:
-    """What one run of the load generator measured."""
-
-    requests: int
-    seconds: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float
-    max_ms: float
-    errors: dict[str, int]
-    statements: dict[str, int] = field(default_factory=dict)
-    server_cpu: float = 0.0
-    db_cpu: float = 0.0
-    generator_cpu: float = 0.0
-    other_cpu: float = 0.0
-    attempts: int = 1
-    waited: float = 0.0
-
-    @property
-    def disturbed(self) -> bool:
-        return self.other_cpu > OTHER_LIMIT
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def per_request(self) -> dict[str, float]:
-        return {k: self.statements.get(k, 0) / self.requests if self.requests else 0.0 for k in KINDS}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "seconds": round(self.seconds, 3),
-            "rps": round(self.rps, 1),
-            "p50_ms": self.p50_ms,
-            "p90_ms": self.p90_ms,
-            "p99_ms": self.p99_ms,
-            "p999_ms": self.p999_ms,
-            "max_ms": self.max_ms,
-            "errors": self.errors,
-            "statements": self.statements,
-            "statements_per_request": {k: round(v, 4) for k, v in self.per_request().items()},
-            # CPU used during the run, in cores (1.0 = one core busy the whole time).
-            "cpu_cores": {
-                "server": round(self.server_cpu, 3),
-                "mariadb": round(self.db_cpu, 3),
-                "load_generator": round(self.generator_cpu, 3),
-                "other": round(self.other_cpu, 3),
-            },
-            "disturbed": self.disturbed,
-            "attempts": self.attempts,
-            "waited_for_quiet_s": round(self.waited, 1),
-        }
-
-
-class Driver:
-    """Runs wrk (or the asyncio fallback) against a server and takes the server-side counters."""
-
-    def __init__(self, wrk: str | None, connections: int, threads: int, table: BenchTable) -> None:
-        self.wrk = wrk
-        self.connections = connections
-        self.threads = threads
-        self.table = table
-        self.db_pid = find_pid("mariadbd") or find_pid("mysqld")
-
-    @property
-    def name(self) -> str:
-        if self.wrk:
-            return f"wrk -t{self.threads} -c{self.connections} (Lua cookie rotation)"
-        return f"bench/loadgen.py asyncio fallback, {self.connections} connections"
-
-    def command(self, server: Server, path: str, cookies: Path | None, seconds: float) -> list[str]:
-        file = str(cookies) if cookies else "-"
-        if self.wrk:
-            return [
-                self.wrk,
-                f"-t{self.threads}",
-                f"-c{self.connections}",
-                f"-d{max(1, round(seconds))}s",
-                "--timeout",
-                "10s",
-                "-s",
-                str(LUA),
-                server.url,
-                "--",
-                path,
-                file,
-                str(self.threads),
-            ]
-        return [
-            sys.executable,
-            str(HERE / "loadgen.py"),
-            server.url,
-            path,
-            file,
-            str(self.connections),
-            str(seconds),
-        ]
-
-    def run(
-        self,
-        server: Server,
-        path: str,
-        cookies: Path | None,
-        seconds: float,
-        *,
-        until: Callable[[], Any] | None = None,
-        tick: Callable[[float], None] | None = None,
-    ) -> tuple[Load, Any]:
-        """One measured run. With ``until``, the run lasts while ``until()`` runs (SIGINT after)."""
-        before = self.table.counters()
-        cpu0 = (proc_cpu(server.pid), proc_cpu(self.db_pid), children_cpu(), machine_busy())
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            self.command(server, path, cookies, seconds), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        extra = None
-        if until is not None:
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                future = pool.submit(until)
-                try:
-                    while not future.done():
-                        with contextlib.suppress(concurrent.futures.TimeoutError):
-                            future.result(timeout=1)
-                        if tick is not None:
-                            tick(time.monotonic() - started)
-                    extra = future.result()
-                finally:
-                    proc.send_signal(signal.SIGINT)
-        while True:
-            try:
-                out, err = proc.communicate(timeout=1)
-                break
-            except subprocess.TimeoutExpired:
-                if tick is not None:
-                    tick(time.monotonic() - started)
-        wall = time.monotonic() - started
-        cpu1 = (proc_cpu(server.pid), proc_cpu(self.db_pid), children_cpu(), machine_busy())
-        after = self.table.counters()
-        line = next((x for x in out.decode().splitlines() if x.startswith("WRKJSON ")), None)
-        if line is None:
-            raise SystemExit(f"bench: the load generator failed:\n{out.decode()}\n{err.decode()}")
-        data = json.loads(line[len("WRKJSON ") :])
-        lat = data["latency_us"]
-        used = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
-        load = Load(
-            requests=int(data["requests"]),
-            seconds=data["duration_us"] / 1e6,
-            p50_ms=lat["p50"] / 1000,
-            p90_ms=lat["p90"] / 1000,
-            p99_ms=lat["p99"] / 1000,
-            p999_ms=lat["p999"] / 1000,
-            max_ms=lat["max"] / 1000,
-            errors={k: int(v) for k, v in data["errors"].items()},
-            statements={k: after[k] - before[k] for k in KINDS},
-            server_cpu=used[0] / wall,
-            db_cpu=used[1] / wall,
-            generator_cpu=used[2] / wall,
-            other_cpu=max(0.0, used[3] - used[0] - used[1] - used[2]) / wall,
-        )
-        return load, extra
-
-
-# -- progress ----------------------------------------------------------------------------------
-
-
-class Progress:
-    """One status line: which app, workload and round, and roughly how long is left."""
-
-    tty = sys.stdout.isatty()
-    shown = False
-
-    def __init__(self, planned_seconds: float) -> None:
-        self.left = planned_seconds
-        self.started = time.monotonic()
-
-    @classmethod
-    def clear_line(cls) -> None:
-        if cls.tty and cls.shown:
-            sys.stdout.write("\r\033[K")
-            cls.shown = False
-
-    def step(self, label: str, seconds: float) -> Callable[[float], None]:
-        """Announce a step of ``seconds`` planned; returns a ticker for the live countdown."""
-        say(f"  {label:<46} ({fmt_duration(self.left)} left)")
-        left_at_start = self.left
-        self.left = max(0.0, self.left - seconds)
-
-        def tick(elapsed: float) -> None:
-            if Progress.tty:
-                remaining = max(0.0, left_at_start - elapsed)
-                sys.stdout.write(
-                    f"\r\033[K    running {elapsed:4.0f}s ... about {fmt_duration(remaining)} left"
-                )
-                sys.stdout.flush()
-                Progress.shown = True
-
-        return tick
-
-    def spend(self, seconds: float) -> None:
-        self.left = max(0.0, self.left - seconds)
-
-
-# -- the bench -------------------------------------------------------------------------------
+#: The versions the results name.
+PACKAGES = ["asgi_mysql_session", "starlette", "uvicorn", "uvloop", "httptools", "aiomysql", "PyMySQL"]
+PACKAGES += ["msgpack", "itsdangerous"]
 
 
 @dataclass
@@ -485,11 +108,9 @@ class Bench:
         last = [0.0]
 
         def progress(done: int) -> None:
-            if Progress.tty and time.monotonic() - last[0] > 0.5:
+            if time.monotonic() - last[0] > 0.5:
                 last[0] = time.monotonic()
-                sys.stdout.write(f"\r\033[K    {label}: {done:,}/{count:,} rows")
-                sys.stdout.flush()
-                Progress.shown = True
+                StatusLine.show(f"    {label}: {done:,}/{count:,} rows")
 
         self.progress.step(f"fill: {label} ({count:,} rows)", count / self.fill_rate)
         ids = (table or self.table).fill(count, progress=progress, **kwargs)
@@ -536,9 +157,10 @@ class Bench:
         started = time.monotonic()
         ours = [s.pid for s in self.all_servers()]
         while True:
-            busy0, cpu0 = machine_busy(), sum(proc_cpu(p) for p in ours)
+            meter = CpuMeter({"ours": ours})
             time.sleep(0.5)
-            other = max(0.0, machine_busy() - busy0 - (sum(proc_cpu(p) for p in ours) - cpu0)) / 0.5
+            used = meter.cores()
+            other = max(0.0, used[BUSY] - used["ours"])
             waited = time.monotonic() - started
             if other < QUIET_LIMIT or waited >= self.config.quiet_wait:
                 if waited > 1:
@@ -595,14 +217,10 @@ class Bench:
             first["cookie"] = self.cookies_file.read_text().split("\n", 1)[0]
         for app, server in self.servers.items():
             for workload in self.config.workloads:
-                request = urllib.request.Request(server.url + "/" + workload)
-                if workload != "login":
-                    request.add_header("Cookie", f"session={first[app]}")
-                try:
-                    with urllib.request.urlopen(request, timeout=5) as response:
-                        response.read()
-                except urllib.error.HTTPError as exc:
-                    raise SystemExit(f"bench: {app} /{workload} answered {exc.code}") from exc
+                cookie = {} if workload == "login" else {"Cookie": f"session={first[app]}"}
+                status, _, _ = fetch(server.port, "/" + workload, headers=cookie)
+                if status >= 400:
+                    raise SystemExit(f"bench: {app} /{workload} answered {status}")
         self.table.cleanup_new_rows()
 
     def matrix(self) -> dict[str, Any]:
@@ -633,10 +251,11 @@ class Bench:
         def sweep_now() -> dict[str, Any]:
             time.sleep(1.0)  # the load is running before the sweep starts
             query = f"?batch={c.sweep_batch}" if c.sweep_batch else ""
-            request = urllib.request.Request(server.url + "/_bench/sweep" + query, method="POST")
-            with urllib.request.urlopen(request, timeout=1800) as response:
-                result: dict[str, Any] = json.loads(response.read())
-                return result
+            status, _, body = fetch(server.port, "/_bench/sweep" + query, method="POST", timeout=1800)
+            if status != 200:
+                raise RuntimeError(f"bench: POST /_bench/sweep answered {status}: {body[:200]!r}")
+            result: dict[str, Any] = json.loads(body)
+            return result
 
         tick = self.progress.step("read  project during the sweep", c.sweep_rows / 40_000)
         during, swept = self.driver.run(server, "/read", self.ids_file, 3600, until=sweep_now, tick=tick)
@@ -709,404 +328,20 @@ class Bench:
             server.log_path.unlink(missing_ok=True)
 
 
-def summarize(loads: list[Load]) -> dict[str, Any]:
-    """Medians over the rounds (errors are summed)."""
-
-    def med(values: Iterator[float]) -> float:
-        return round(statistics.median(list(values)), 3)
-
-    return {
-        "rounds": len(loads),
-        "rps": med(x.rps for x in loads),
-        "p50_ms": med(x.p50_ms for x in loads),
-        "p99_ms": med(x.p99_ms for x in loads),
-        "statements_per_request": {k: med(x.per_request()[k] for x in loads) for k in KINDS},
-        "errors": sum(x.error_count for x in loads),
-        "requests": sum(x.requests for x in loads),
-        "cpu_cores": {
-            "server": med(x.server_cpu for x in loads),
-            "mariadb": med(x.db_cpu for x in loads),
-            "load_generator": med(x.generator_cpu for x in loads),
-            "other": med(x.other_cpu for x in loads),
-        },
-        # mariadbd CPU (utime + stime from /proc) per 1,000 requests, in ms: what the shared
-        # server spends on the app's statements (other clients' statements included).
-        "db_ms_per_1000": med(1e6 * x.db_cpu * x.seconds / x.requests if x.requests else 0.0 for x in loads),
-        "disturbed_rounds": sum(x.disturbed for x in loads),
-        "rps_rounds": [round(x.rps, 1) for x in loads],
-        "p99_rounds": [x.p99_ms for x in loads],
-    }
-
-
-# -- targets and report ------------------------------------------------------------------------
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    matrix = results["matrix"]
-    for workload, apps in matrix.items():
-        project, lean = apps.get("project"), apps.get("lean")
-        if project is None:
-            continue
-        if lean is not None:
-            want = LEAN_TARGETS[workload]
-            pct = 100 * paired_ratio(project["rps_rounds"], lean["rps_rounds"])
-            of_medians = 100 * project["rps"] / lean["rps"]
-            out.append(
-                {
-                    "target": f"{workload}: req/s >= {want:.2f}x the hand-written app's",
-                    "measured": f"{pct / 100:.3f}x (ratio of medians {of_medians / 100:.3f}x: "
-                    f"{project['rps']:,.0f} vs {lean['rps']:,.0f})",
-                    "met": pct >= 100 * want,
-                }
-            )
-            if workload == "read" and results.get("coalesce", True):
-                out.append(
-                    {
-                        "target": "read, coalesced: req/s >= 1.30x the hand-written app's",
-                        "measured": f"{pct / 100:.3f}x",
-                        "met": pct >= 130,
-                    }
-                )
-            ratio = project["p99_ms"] / lean["p99_ms"]
-            out.append(
-                {
-                    "target": f"{workload}: p99 <= 1.25x the hand-written app's",
-                    "measured": f"{ratio:.2f}x ({project['p99_ms']:.1f} vs {lean['p99_ms']:.1f} ms)",
-                    "met": ratio <= 1.25,
-                }
-            )
-        per = project["statements_per_request"]
-        budget = BUDGET[workload]
-        shown = ", ".join(f"{per[k]:.2f} {k.upper()}" for k in KINDS if per[k] >= 0.005 or budget[k])
-        want = " + ".join(f"{v} {k.upper()}" for k, v in budget.items() if v) or "0"
-        note = " (skip route in exclude_paths)" if workload == "skip" else ""
-        if workload in ("read", "write") and results.get("coalesce", True):
-            # Coalesced reads: at most the budget, and below 0.5 SELECT per read at 32 connections.
-            limit = 0.5 if workload == "read" else budget["select"]
-            met = per["select"] < limit + (0 if workload == "read" else 0.05) and all(
-                abs(per[k] - budget[k]) <= 0.05 for k in KINDS if k != "select"
-            )
-            out.append(
-                {
-                    "target": f"{workload}: statements/request <= {want}, coalesced: "
-                    f"SELECT/request < {limit:g}"
-                    if workload == "read"
-                    else f"{workload}: statements/request <= {want} (reads coalesced)",
-                    "measured": shown or "0",
-                    "met": met,
-                }
-            )
-            continue
-        out.append(
-            {
-                "target": f"{workload}: statements/request = {want}{note}",
-                "measured": shown or "0",
-                "met": all(abs(per[k] - budget[k]) <= 0.05 for k in KINDS),
-            }
-        )
-    sweep = results.get("sweep")
-    if sweep:
-        out.append(
-            {
-                "target": "read p99 during a sweep <= 2x quiet p99",
-                "measured": f"{sweep['p99_ratio']:.2f}x ({sweep['during']['p99_ms']:.1f} vs "
-                f"{sweep['quiet']['p99_ms']:.1f} ms)",
-                "met": sweep["p99_ratio"] <= 2,
-            }
-        )
-    scale = results.get("scale")
-    if scale and "project" in scale["apps"]:
-        project = scale["apps"]["project"]
-        ratio = project["ratio"]
-        measured = f"{100 * ratio:.1f}% (ratio of medians)"
-        if scale.get("interleaved"):  # both sizes in every round: pairs, as for the apps
-            ratio = paired_ratio(project["big"]["rps_rounds"], project["small"]["rps_rounds"])
-            measured = f"{100 * ratio:.1f}% (ratio of medians {100 * project['ratio']:.1f}%)"
-        out.append(
-            {
-                "target": f"read req/s with {scale['big']:,} sessions within 10% of {scale['small']:,}",
-                "measured": measured,
-                "met": ratio >= 0.9,
-            }
-        )
-    return out
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """The median over rounds of a/b, each pair measured in the same round, seconds apart.
-
-    The VM's speed drifts between rounds (one app's req/s moved by up to 1.6x across the
-    rounds of one run), and both cells of a round see the same drift; a ratio of the two
-    medians would mix rounds of different speeds. Both are printed.
-    """
-    return statistics.median(x / y for x, y in zip(a, b, strict=True))
-
-
-def matrix_rows(matrix: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for workload, apps in matrix.items():
-        lean = apps.get("lean")
-        for app, s in apps.items():
-            per = s["statements_per_request"]
-            pct = f"{s['rps'] / lean['rps']:.2f}x" if lean else "-"
-            db_ms = s.get("db_ms_per_1000")
-            rows.append(
-                [
-                    workload,
-                    app,
-                    f"{s['rps']:,.0f}",
-                    f"{s['p50_ms']:.2f}",
-                    f"{s['p99_ms']:.2f}",
-                    *(f"{per[k]:.2f}" for k in KINDS),
-                    str(s["errors"]),
-                    pct,
-                    f"{db_ms:.0f}" if db_ms is not None else "-",
-                    f"{s['cpu_cores']['server']:.2f}/{s['cpu_cores']['mariadb']:.2f}/"
-                    f"{s['cpu_cores']['load_generator']:.2f}/{s['cpu_cores']['other']:.2f}",
-                ]
-            )
-    return rows
-
-
-HEADER = [
-    "workload",
-    "app",
-    "req/s",
-    "p50 ms",
-    "p99 ms",
-    "SELECT/req",
-    "INSERT/req",
-    "UPDATE/req",
-    "DELETE/req",
-    "errors",
-    "x lean",
-    "mariadbd ms/1k req",
-    "CPU srv/db/wrk/other",
-]
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        cells = [
-            v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def scenario_rows(results: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    sweep = results.get("sweep")
-    if sweep:
-        q, d = sweep["quiet"], sweep["during"]
-        rows.append(
-            [
-                "sweep",
-                "read, quiet (expired rows present)",
-                f"{q['rps']:,.0f}",
-                f"{q['p50_ms']:.2f}",
-                f"{q['p99_ms']:.2f}",
-                str(sum(q["errors"].values())),
-            ]
-        )
-        rows.append(
-            [
-                "sweep",
-                f"read during sweep of {sweep['rows_deleted']:,} rows in {sweep['seconds']:.1f}s "
-                f"({sweep['rows_per_second']:,.0f} rows/s)",
-                f"{d['rps']:,.0f}",
-                f"{d['p50_ms']:.2f}",
-                f"{d['p99_ms']:.2f}",
-                str(sum(d["errors"].values())),
-            ]
-        )
-    scale = results.get("scale")
-    if scale:
-        for app, r in scale["apps"].items():
-            for size in ("small", "big"):
-                s = r[size]
-                rows.append(
-                    [
-                        "scale",
-                        f"read {app}, {scale[size]:,} sessions",
-                        f"{s['rps']:,.0f}",
-                        f"{s['p50_ms']:.2f}",
-                        f"{s['p99_ms']:.2f}",
-                        str(s["errors"]),
-                    ]
-                )
-    return rows
-
-
-SCENARIO_HEADER = ["scenario", "what", "req/s", "p50 ms", "p99 ms", "errors"]
-
-
-def chart(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        say("bench: matplotlib is not installed, no chart (pip install matplotlib)")
-        return False
-    matrix = results["matrix"]
-    workloads = list(matrix)
-    apps = list(next(iter(matrix.values())))
-    colors = {"project": "#2b6cb0", "lean": "#2f855a", "raw": "#718096", "cookie": "#dd6b20"}
-    fig, axes = plt.subplots(1, 4, figsize=(19, 5), gridspec_kw={"width_ratios": [3, 3, 2, 1.4]})
-    width = 0.8 / len(apps)
-    for ax, metric, title in (
-        (axes[0], "rps", "requests/s (higher is better)"),
-        (axes[1], "p99_ms", "p99 latency, ms (lower is better)"),
-    ):
-        for i, app in enumerate(apps):
-            xs = [k + (i - (len(apps) - 1) / 2) * width for k in range(len(workloads))]
-            values = [matrix[w][app][metric] for w in workloads]
-            bars = ax.bar(xs, values, width, label=APP_TITLES[app], color=colors.get(app))
-            if app == "project" and "lean" in apps:
-                for bar, w in zip(bars, workloads, strict=True):
-                    ratio = matrix[w]["project"][metric] / matrix[w]["lean"][metric]
-                    ax.annotate(
-                        f"{100 * ratio:.0f}%" if metric == "rps" else f"{ratio:.1f}x",
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center",
-                        va="bottom",
-                        fontsize=8,
-                    )
-        ax.set_xticks(range(len(workloads)), workloads)
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    sweep, scale = results.get("sweep"), results.get("scale")
-    ax = axes[2]
-    if scale:
-        labels, values, tints = [], [], []
-        for app, r in scale["apps"].items():
-            labels += [f"{app}\n{scale['small']:,}", f"{app}\n{scale['big']:,}"]
-            values += [r["small"]["rps"], r["big"]["rps"]]
-            tints += [colors.get(app, "grey")] * 2
-        ax.bar(range(len(values)), values, color=tints)
-        ax.set_xticks(range(len(values)), labels, fontsize=8)
-        ax.set_title("scale: read req/s by live sessions")
-        ax.grid(axis="y", alpha=0.3)
-    else:
-        ax.set_axis_off()
-    ax = axes[3]
-    if sweep:
-        values = [sweep["quiet"]["p99_ms"], sweep["during"]["p99_ms"]]
-        ax.bar([0, 1], values, color=[colors["project"], "#c53030"])
-        ax.set_xticks([0, 1], ["quiet", "during\nsweep"], fontsize=8)
-        ax.set_title("sweep: read p99, ms", fontsize=10)
-        ax.set_xlabel(
-            f"{sweep['rows_deleted']:,} rows in {sweep['seconds']:.1f}s\n"
-            f"({sweep['rows_per_second']:,.0f} rows/s)",
-            fontsize=8,
-        )
-        ax.grid(axis="y", alpha=0.3)
-    else:
-        ax.set_axis_off()
-    fig.suptitle("asgi_mysql_session bench: uvicorn 1 worker (uvloop, httptools), medians of rounds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 def machine_info(table: BenchTable, driver: Driver) -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = match.group(1).strip() if match else cpu
-    versions = {}
-    for dist in (
-        "asgi_mysql_session",
-        "starlette",
-        "uvicorn",
-        "uvloop",
-        "httptools",
-        "aiomysql",
-        "PyMySQL",
-        "msgpack",
-        "itsdangerous",
-    ):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
+    versions = package_versions(PACKAGES)
     generator = driver.name
     if driver.wrk:
         with contextlib.suppress(OSError):
             head = subprocess.run([driver.wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
             generator = f"{head.split(' [')[0]}; {driver.name}"
-    revision = "unknown"
-    with contextlib.suppress(OSError):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        )
-        status = ["git", "status", "--porcelain", "--", "asgi_mysql_session"]
-        dirty = subprocess.run(status, capture_output=True, text=True, cwd=ROOT)
-        if head.returncode == 0:
-            revision = head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
     return {
-        "revision": revision,
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        "revision": git_revision() or "unknown",
+        **machine(),
         "mariadb": table.server_info(),
         "packages": versions,
         "load_generator": generator,
     }
-
-
-def report(doc: dict[str, Any], out: Path, *, write_json: bool = True) -> None:
-    """Print the tables and targets; write the JSON, a Markdown copy and the chart."""
-    config, results, info = doc["config"], doc["results"], doc["machine"]
-    checks = doc["targets"] = targets(results)
-    rows = matrix_rows(results["matrix"])
-    say("\n" + text_table(HEADER, rows))
-    srows = scenario_rows(results)
-    if srows:
-        say("\n" + text_table(SCENARIO_HEADER, srows))
-    say("\ntargets:")
-    for check in checks:
-        say(f"  [{'met ' if check['met'] else 'MISS'}] {check['target']}: {check['measured']}")
-    if write_json:
-        out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    md = [
-        f"Run {doc['when']} at {info.get('revision', '?')}: {info['nproc']} x {info['cpu']}, "
-        f"{info['memory_gib']} GiB, MariaDB {info['mariadb']['version']}, Python {info['python']}, "
-        f"uvicorn {info['packages'].get('uvicorn')} (1 worker, uvloop, httptools), "
-        f"load: {info['load_generator']}; pool {config['pool']}, {config['sessions']:,} "
-        f"{config.get('session', 'login')} sessions, reads "
-        f"{'coalesced' if config.get('coalesce', True) else 'one by one'}, "
-        f"{config['rounds']} rounds x {config['duration']:g}s, medians.",
-        "",
-        md_table(HEADER, rows),
-        "",
-        md_table(SCENARIO_HEADER, srows) if srows else "",
-        "",
-        md_table(
-            ["target", "measured", "met"],
-            [[c["target"], c["measured"], "yes" if c["met"] else "**no**"] for c in checks],
-        ),
-    ]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    drawn = chart(results, out.with_suffix(".png"))
-    written = [
-        out.with_suffix(x) for x in ([".json"] if write_json else []) + [".md"] + ([".png"] if drawn else [])
-    ]
-    say("\nwrote " + ", ".join(str(x) for x in written))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -1163,7 +398,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         p.error("--scale must be larger than --scale-small")
     a.out = a.out or RESULTS / ("quick" if a.quick else "results")
     return Config(
-        url=os.environ.get("MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        url=MYSQL_URL,
         table=a.table or unique_table_name(),
         sessions=a.sessions,
         rounds=a.rounds,

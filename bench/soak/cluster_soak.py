@@ -35,11 +35,10 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +46,19 @@ import pymysql
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(1, str(HERE.parent))  # bench/: lib
 
 import cluster  # noqa: E402
-import soak  # noqa: E402
-from soak import FAILED, KINDS, Browser, Load, Result, Session, percentile, say  # noqa: E402
-
-from asgi_mysql_session import sql as session_sql  # noqa: E402
+from checks import drop_tables, make_tables, verify  # noqa: E402
+from lib import db, run_async  # noqa: E402
+from lib.console import say  # noqa: E402
+from lib.cpumeter import BUSY, CpuMeter  # noqa: E402
+from lib.http import Browser  # noqa: E402
+from lib.procs import Process, bound_run, keep_logs  # noqa: E402
+from lib.stats import percentile  # noqa: E402
+from server import add_arguments, check_arguments, dsn_options, start_app  # noqa: E402
+from users import FAILED, KEEP_ALIVE, KIND_TITLES, KINDS, Result, Session, Users  # noqa: E402
 
 ORDERS = {"A": (1, 2, 3), "B": (2, 3, 1)}
 ORDERS_NAMES = list(ORDERS)
@@ -65,13 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="~40 s run (default ~2 minutes)")
     p.add_argument("--duration", type=float, help="seconds of load (default 120, quick 40)")
     p.add_argument("--users", type=int, help="simulated users (default 400, quick 300)")
-    p.add_argument("--think", type=float, nargs=2, metavar=("MIN", "MAX"), default=(1.0, 3.0))
     p.add_argument("--max-lifetime", type=int, default=30, help="session idle lifetime in s (default 30)")
-    p.add_argument("--gc-interval", type=float, default=5.0, help="sweep interval in s (default 5)")
-    p.add_argument("--db-timeout", type=float, default=2.0, help="provider timeout in s (default 2)")
-    p.add_argument("--connect-timeout", type=float, default=1.0, help="connect timeout in s (default 1)")
-    p.add_argument("--pool-max", type=int, default=10, help="pool size per app (default 10)")
-    p.add_argument("--request-timeout", type=float, default=30.0, help="client timeout in s (default 30)")
     p.add_argument(
         "--window-bound",
         type=float,
@@ -79,18 +77,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a failure later than this after a kill is a failure of the soak (default 15 s: "
         "Galera's eviction ~6 s + timeout + connect_timeout, with slack for a loaded machine)",
     )
-    p.add_argument("--table", default="soak_cluster_session", help="table to create, use and drop")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--json", type=Path, help="also write the figures to this file")
-    p.add_argument("--keep", action="store_true", help="keep the tables and the log directory")
+    add_arguments(p, table="soak_cluster_session", pool="per app")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 40.0 if args.quick else 120.0
     if args.users is None:
         args.users = 300 if args.quick else 400
-    if not args.table.startswith("soak"):
-        p.error("--table must start with 'soak': the soak drops it at the end")
-    args.mysql_url = cluster.url(1)  # soak.Load and soak.verify read it; verify gets a connect too
+    check_arguments(p, args)
+    args.mysql_url = cluster.url(1)  # for checks.verify, which is given a connect per node too
     d = args.duration
     args.schedule = [
         ("kill", round(d * 0.25, 1)),
@@ -103,21 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def dsn(order: tuple[int, ...], args: argparse.Namespace) -> str:
     hosts = ",".join(f"127.0.0.1:{cluster.sql_port(n)}" for n in order)
-    options = (
-        f"connect_timeout={args.connect_timeout:g}&timeout={args.db_timeout:g}"
-        f"&pool_min=1&pool_max={args.pool_max}"
-    )
-    return f"mysql://root@{hosts}/{cluster.DATABASE}?{options}"
+    return f"mysql://root@{hosts}/{cluster.DATABASE}?{dsn_options(args)}"
 
 
 def node_connection(n: int, causal: bool = False, timeout: float = 1.0) -> pymysql.Connection:
-    return pymysql.connect(
-        host="127.0.0.1",
-        port=cluster.sql_port(n),
-        user="root",
-        password="",
-        database=cluster.DATABASE,
-        autocommit=True,
+    return db.connect(
+        cluster.url(n),
         connect_timeout=timeout,
         read_timeout=30 if causal else 3,
         init_command="SET SESSION wsrep_sync_wait = 1" if causal else None,
@@ -147,11 +132,13 @@ class Alternating:
     """A user's two browser tabs, one per app; each request goes to one of them at random."""
 
     def __init__(self, ports: list[int], rnd: random.Random) -> None:
-        self.tabs = [Browser("127.0.0.1", port, idle=soak.KEEP_ALIVE - 5) for port in ports]
+        self.tabs = [Browser("127.0.0.1", port, idle=KEEP_ALIVE - 5) for port in ports]
         self.rnd = rnd
         self.last = 0
 
-    async def request(self, method: str, path: str, cookie: str | None) -> Any:
+    async def request(
+        self, method: str, path: str, cookie: str | None
+    ) -> tuple[int, dict[str, list[str]], bytes]:
         self.last = self.rnd.randrange(len(self.tabs))
         return await self.tabs[self.last].request(method, path, cookie)
 
@@ -160,11 +147,11 @@ class Alternating:
             tab.close()
 
 
-class ClusterLoad(Load):
-    """soak.Load with two apps, the user check on every answer, and node kills for the fault."""
+class ClusterLoad(Users[Alternating]):
+    """The soak's users on two apps, the user check on every answer, and node kills for the fault."""
 
     def __init__(self, args: argparse.Namespace, ports: list[int]) -> None:
-        super().__init__(args, ports[0], ("127.0.0.1", 0))
+        super().__init__(args)
         self.ports = ports
         self.tabs_made = 0
         self.log: list[tuple[float, float, str, str, int]] = []  # start, end, route, kind, app index
@@ -174,11 +161,11 @@ class ClusterLoad(Load):
         self.samples: list[tuple[float, list[int | None]]] = []  # t, app connections per node
         self.restarts: list[asyncio.Task[Any]] = []
 
-    def browser(self) -> Any:
+    def browser(self) -> Alternating:
         self.tabs_made += 1
         return Alternating(self.ports, random.Random(self.args.seed * 7919 + self.tabs_made))
 
-    async def request(self, tab: Any, method: str, path: str, sid: str | None, route: str) -> Result:
+    async def request(self, tab: Alternating, method: str, path: str, sid: str | None, route: str) -> Result:
         result = await super().request(tab, method, path, sid, route)
         self.log.append((result.start, result.end, route, result.kind, tab.last))
         body = result.body
@@ -191,7 +178,7 @@ class ClusterLoad(Load):
                 )
         return result
 
-    async def login(self, tab: Any, name: str) -> Session | None:
+    async def login(self, tab: Alternating, name: str) -> Session | None:
         session = await super().login(tab, name)
         if session is not None:
             self.sid_user[session.sid] = name
@@ -315,8 +302,8 @@ def segments(load: ClusterLoad, wins: list[dict[str, Any]]) -> list[dict[str, An
                 "req_s": round(len(events) / (b - a), 1),
                 "ok_s": round(len(ok) / (b - a), 1),
                 "failed": sum(1 for e in events if e[3] in FAILED),
-                "p50_ms": round(percentile(ok, 0.5) * 1000, 1) if ok else None,
-                "p99_ms": round(percentile(ok, 0.99) * 1000, 1) if ok else None,
+                "p50_ms": round(percentile(ok, 50) * 1000, 1) if ok else None,
+                "p99_ms": round(percentile(ok, 99) * 1000, 1) if ok else None,
             }
         )
     return out
@@ -355,109 +342,48 @@ def log_problems(paths: list[Path]) -> tuple[int, int, list[str]]:
     return tracebacks, errors, shown
 
 
-def start_app(
-    name: str, order: tuple[int, ...], args: argparse.Namespace, log: Path
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = soak.free_port()
-    env = {
-        **os.environ,
-        "SOAK_MYSQL_URL": dsn(order, args),
-        "SOAK_TABLE": args.table,
-        "SOAK_MAX_LIFETIME": str(args.max_lifetime),
-        "SOAK_GC_INTERVAL": str(args.gc_interval),
-        "SOAK_SERIALIZE": "",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(HERE),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--no-access-log", "--log-level", "warning", "--lifespan", "on",
-            "--timeout-graceful-shutdown", "10", "--timeout-keep-alive", str(soak.KEEP_ALIVE),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )  # fmt: skip
-    if not soak.wait_ready(port, 1, proc):
-        raise RuntimeError(f"app {name} did not come up; see {log}")
-    say(f"cluster-soak: app {name} pid {proc.pid} on :{port}, DSN {dsn(order, args).split('?')[0]}")
-    return proc, port
-
-
-def run_sql(statements: list[str]) -> None:
-    conn = node_connection(1, timeout=5)
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logdir = Path(tempfile.mkdtemp(prefix="asgi-mysql-session-cluster-soak-"))
-    bound = int(args.duration + args.request_timeout + 240)
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the cluster soak exceeded its {bound}s bound")
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.alarm(bound)
-    apps: list[subprocess.Popen[bytes]] = []
+    bound_run(int(args.duration + args.request_timeout + 240), "the cluster soak")
+    apps: list[Process] = []
     logs = [logdir / f"app-{name}.log" for name in ORDERS]
-    table = session_sql.check_table_name(args.table)
-    lease = session_sql.lease_table_name(table)
     tables_made = False
     outcome = 2
     try:
         say(f"cluster-soak: logs in {logdir}; cluster ports {cluster.sql_port(1)}-{cluster.sql_port(3)}")
         cluster.start()
-        run_sql(
-            [
-                f"DROP TABLE IF EXISTS `{table}`",
-                f"DROP TABLE IF EXISTS `{lease}`",
-                session_sql.create_table(table),
-                session_sql.create_lease_table(table),
-            ]
-        )
+        with contextlib.closing(node_connection(1, timeout=5)) as conn:
+            make_tables(conn, args.table, lease=True)
         tables_made = True
         ports = []
         for (name, order), log in zip(ORDERS.items(), logs, strict=True):
-            proc, port = start_app(name, order, args, log)
+            proc, port, up = start_app(f"app {name}", dsn(order, args), args, log)
             apps.append(proc)
+            if not up:
+                raise RuntimeError(f"app {name} did not come up; see {log}")
+            say(f"cluster-soak: app {name} pid {proc.pid} on :{port}, DSN {dsn(order, args).split('?')[0]}")
             ports.append(port)
         kills = ", ".join(f"{what} at t={at:g}s" for what, at in args.schedule)
         say(f"cluster-soak: {args.users} users for {args.duration:g}s, alternating apps; {kills}")
         load = ClusterLoad(args, ports)
         groups = {"client": [os.getpid()], "app A": [apps[0].pid], "app B": [apps[1].pid]}
-        before = soak.cpu_snapshot(groups)
-        started = time.monotonic()
-        soak.run_loop(load.run())
-        after = soak.cpu_snapshot(groups)
-        elapsed = time.monotonic() - started
-        cpu = {k: round((after[k] - before[k]) / elapsed, 2) for k in groups}
-        cpu["whole machine"] = round((after["machine busy"] - before["machine busy"]) / elapsed, 2)
+        meter = CpuMeter(groups)
+        run_async(load.run())
+        used = meter.cores()
+        cpu = {k: round(used[k], 2) for k in groups}
+        cpu["whole machine"] = round(used[BUSY], 2)
         say(
             "cluster-soak: load over; stopping the apps, making the cluster whole, "
             "checking every row on every node"
         )
-        for proc, name in zip(apps, ORDERS, strict=False):
-            soak.stop_process(proc, f"app {name}", 20)
+        for proc in apps:
+            proc.stop(20)
         cluster.start()  # idempotent; the last restart normally finished within the run
         check_time = load.now()
         checks = {}
         for n in cluster.NODES:
-            checks[n] = soak.verify(
-                load, args, check_time, connect=lambda n=n: node_connection(n, causal=True, timeout=5)
-            )
+            checks[n] = verify(load, args, check_time, connect=partial(node_connection, n, True, 5))
         wins, outside = windows(load, args.window_bound)
         segs = segments(load, wins)
         near = around_kills(load, wins)
@@ -475,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             f"requests: {len(load.log)} ({len(load.log) / args.duration:.0f}/s), by app {dict(per_app)}, "
             f"by route {dict(routes)}"
         )
-        say("outcomes: " + ", ".join(f"{soak.KIND_TITLES[k]} {kinds[k]}" for k in KINDS if kinds[k]))
+        say("outcomes: " + ", ".join(f"{KIND_TITLES[k]} {kinds[k]}" for k in KINDS if kinds[k]))
         say(f"failures outside the kill windows: {sum(outside.values())} {dict(outside) or ''}")
         say(
             f"sessions: {len(sessions)} created, {load.stats.logouts} logged out, {load.stats.abandoned} "
@@ -614,19 +540,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         signal.alarm(0)
-        for proc, name in zip(apps, ORDERS, strict=False):
-            soak.stop_process(proc, f"app {name}", 20)
+        for proc in apps:
+            proc.stop(20)
         with contextlib.suppress(Exception, SystemExit):
             cluster.start()  # a run cut short may have left a node down
         if tables_made and not args.keep:
-            with contextlib.suppress(pymysql.MySQLError):
-                run_sql([f"DROP TABLE IF EXISTS `{table}`", f"DROP TABLE IF EXISTS `{lease}`"])
-        if outcome == 0 and not args.keep:
-            for path in logdir.iterdir():
-                path.unlink()
-            logdir.rmdir()
-        else:
-            say(f"cluster-soak: logs kept in {logdir}")
+            with (
+                contextlib.suppress(pymysql.MySQLError),
+                contextlib.closing(node_connection(1, timeout=5)) as conn,
+            ):
+                drop_tables(conn, args.table, lease=True)
+        keep_logs(logdir, outcome != 0 or args.keep, "cluster-soak")
 
 
 if __name__ == "__main__":

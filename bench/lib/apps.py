@@ -1,0 +1,51 @@
+"""The bench apps (bench/apps) under uvicorn: one process per app, the same flags for every app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lib import BENCH
+from lib.procs import Process, uvicorn, wait_ready
+
+APPS = BENCH / "apps"
+APP_MODULES = {"project": "project_app", "lean": "lean_app", "raw": "raw_app", "cookie": "cookie_app"}
+APP_TITLES = {
+    "project": "asgi_mysql_session",
+    "lean": "hand-written aiomysql (reference)",
+    "raw": "raw aiomysql, the package's SQL",
+    "cookie": "Starlette signed cookie",
+}
+#: Every app runs with these: 1 worker (a single process: its PID is the server's CPU), uvloop, httptools.
+FLAGS = ("--loop", "uvloop", "--http", "httptools")
+
+
+class Server:
+    """One uvicorn process serving one of bench/apps; ``start()`` returns once /health answers."""
+
+    def __init__(self, name: str, port: int, env: dict[str, str], log_dir: Path, tag: str = "") -> None:
+        self.name = name
+        self.port = port
+        self.env = env
+        self.log_path = log_dir / f"server-{name}{tag}.log.tmp"
+        self.proc: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        command = uvicorn(f"{APP_MODULES[self.name]}:app", APPS, self.port, options=FLAGS)
+        self.proc = proc = Process(f"the {self.name} app", command, self.log_path, env=self.env)
+        if not wait_ready(proc, self.port, "/health"):
+            if not proc.running():
+                raise SystemExit(f"bench: the {self.name} app exited:\n{proc.log_text()}")
+            raise SystemExit(f"bench: the {self.name} app did not answer on {self.url}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.stop(15)
