@@ -22,6 +22,14 @@ from .ids import is_valid_session_id, new_session_id
 from .metrics import PrometheusObserver, SessionObserver
 from .middleware import SessionMiddleware, load_session, regenerate_session, save_session
 from .provider import MySQLSessionProvider, OwnedSession
+from .schema import (
+    RowsConverted,
+    SchemaReport,
+    SessionSchema,
+    SessionStats,
+    UpgradeReport,
+    UpgradeStep,
+)
 from .store import SaveResult, SessionStore
 
 __all__ = [
@@ -30,7 +38,9 @@ __all__ = [
     "MySQLSessionProvider",
     "OwnedSession",
     "PrometheusObserver",
+    "RowsConverted",
     "SaveResult",
+    "SchemaReport",
     "SessionBackendError",
     "SessionConfigError",
     "SessionConflictError",
@@ -41,9 +51,13 @@ __all__ = [
     "SessionMiddleware",
     "SessionNotLoaded",
     "SessionObserver",
+    "SessionSchema",
     "SessionSchemaError",
+    "SessionStats",
     "SessionStore",
     "SessionTooLargeError",
+    "UpgradeReport",
+    "UpgradeStep",
     "__version__",
     "is_valid_session_id",
     "load_session",

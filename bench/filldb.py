@@ -20,7 +20,7 @@ from pathlib import Path
 import itsdangerous
 import pymysql
 
-from asgi_mysql_session import sql
+from asgi_mysql_session import ddl, sql
 from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.serializer import encode
 
@@ -66,7 +66,7 @@ class BenchTable:
 
     def create(self) -> None:
         """Create the table; a table of that name that already exists is left alone (SystemExit)."""
-        statement = sql.create_table(self.table).replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1)
+        statement = ddl.create_table(self.table).replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1)
         try:
             self.query(statement)
         except pymysql.MySQLError as exc:

@@ -54,6 +54,7 @@ import cluster  # noqa: E402
 import soak  # noqa: E402
 from soak import FAILED, KINDS, Browser, Load, Result, Session, percentile, say  # noqa: E402
 
+from asgi_mysql_session import ddl as session_ddl  # noqa: E402
 from asgi_mysql_session import sql as session_sql  # noqa: E402
 
 ORDERS = {"A": (1, 2, 3), "B": (2, 3, 1)}
@@ -424,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             [
                 f"DROP TABLE IF EXISTS `{table}`",
                 f"DROP TABLE IF EXISTS `{lease}`",
-                session_sql.create_table(table),
-                session_sql.create_lease_table(table),
+                session_ddl.create_table(table),
+                session_ddl.create_lease_table(table),
             ]
         )
         tables_made = True

@@ -58,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from asgi_mysql_session import ddl as session_ddl  # noqa: E402
 from asgi_mysql_session import sql as session_sql  # noqa: E402
 from asgi_mysql_session.dsn import parse_dsn  # noqa: E402
 from asgi_mysql_session.ids import hash_id  # noqa: E402
@@ -1217,7 +1218,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with conn.cursor() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS `{session_sql.check_table_name(args.table)}`")
-                cur.execute(session_sql.create_table(args.table))
+                cur.execute(session_ddl.create_table(args.table))
                 table_made = True
         finally:
             conn.close()
