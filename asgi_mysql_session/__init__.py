@@ -23,6 +23,14 @@ from .metrics import PrometheusObserver, SessionObserver
 from .middleware import SessionMiddleware
 from .provider import MySQLSessionProvider, OwnedSession
 from .requests import load_session, regenerate_session, save_session
+from .schema import (
+    RowsConverted,
+    SchemaReport,
+    SessionSchema,
+    SessionStats,
+    UpgradeReport,
+    UpgradeStep,
+)
 from .store import SaveResult, SessionStore
 
 __all__ = [
@@ -31,7 +39,9 @@ __all__ = [
     "MySQLSessionProvider",
     "OwnedSession",
     "PrometheusObserver",
+    "RowsConverted",
     "SaveResult",
+    "SchemaReport",
     "SessionBackendError",
     "SessionConfigError",
     "SessionConflictError",
@@ -42,9 +52,13 @@ __all__ = [
     "SessionMiddleware",
     "SessionNotLoaded",
     "SessionObserver",
+    "SessionSchema",
     "SessionSchemaError",
+    "SessionStats",
     "SessionStore",
     "SessionTooLargeError",
+    "UpgradeReport",
+    "UpgradeStep",
     "__version__",
     "is_valid_session_id",
     "load_session",

@@ -82,6 +82,11 @@ class Gateway:
         return self._pool is not None
 
     @property
+    def forced_cluster(self) -> Cluster | None:
+        """The kind of server the provider was told (``cluster=``), if it was not "auto"."""
+        return self._cluster_option
+
+    @property
     def owns_pool(self) -> bool:
         """True when the pool was built here (from a DSN), not lent by the user."""
         return self._owns_pool
@@ -107,7 +112,10 @@ class Gateway:
         assert dsn is not None
         pool = for_dsn(dsn, lock_wait=int(self.timeout), on_host_down=self.observer.failover)
         try:
-            await bounded(pool.fill(), max(self.timeout, dsn.connect_timeout))
+            # Each attempt is bounded by connect_timeout; a long statement timeout (the CLI's)
+            # does not make a silent server hold start-up longer than its hosts' attempts.
+            limit = max(dsn.connect_timeout, min(self.timeout, dsn.connect_timeout * len(dsn.hosts)))
+            await bounded(pool.fill(), limit)
             return pool
         except BaseException as exc:
             pool.terminate()

@@ -15,21 +15,21 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
-from . import driver, sql
+from . import sql
 from .coordination import Cluster, Leases, cluster_option
 from .driver import Pool
 from .dsn import DSN, parse_dsn
-from .errors import InvalidSessionId, SessionConfigError, SessionSchemaError
+from .errors import InvalidSessionId, SessionConfigError
 from .gateway import Gateway
 from .gc import ExpirySweeper
 from .ids import hash_id, is_well_formed, new_session_id
-from .loops import require_asyncio
+from .lifecycle import LoopBound
 from .metrics import SessionObserver
 from .pool import PoolState, connect_kwargs
 from .rules import Clock, Rules
+from .schema import SessionSchema, missing_table_message
 from .serialized import SessionLocks
 from .store import SessionStore
 from .table import SessionTable
@@ -46,7 +46,7 @@ class OwnedSession:
     expiry: int
 
 
-class MySQLSessionProvider:
+class MySQLSessionProvider(LoopBound):
     """Sessions in one MySQL/MariaDB table, reached through an aiomysql pool.
 
     ``dsn`` is ``mysql://user:pass@host:port/db`` with optional query options
@@ -113,7 +113,7 @@ class MySQLSessionProvider:
             causal_reads=causal_reads,
         )
         self._gateway.before_use = self._reopen_if_loop_ended
-        self._gateway.missing_table = self._missing_table_message
+        self._gateway.missing_table = lambda: missing_table_message(self.table, self.database)
         self._table = SessionTable(
             self._gateway,
             self.table,
@@ -125,20 +125,34 @@ class MySQLSessionProvider:
             gc_pause=gc_pause,
         )
         self._locks = SessionLocks(self._table, lock_connections)
-        self._opened = False
-        self._open_lock: asyncio.Lock | None = None
-        self._guard: asyncio.Task[None] | None = None  # closes the provider when its loop shuts down
         self._sweeper: ExpirySweeper | None = None
-        self._cli = False  # set by the CLI: remedies in messages name its commands
+        super().__init__()
 
     # -- settings (the rules and the gateway hold them) ---------------------------------
 
-    max_lifetime = property(lambda self: self._rules.max_lifetime)
-    absolute_lifetime = property(lambda self: self._rules.absolute_lifetime)
-    touch_after = property(lambda self: self._rules.touch_step)
-    rotation_grace = property(lambda self: self._rules.rotation_grace)
-    max_size = property(lambda self: self._rules.max_size)
-    write_retries = property(lambda self: self._rules.write_retries)
+    @property
+    def max_lifetime(self) -> int:
+        return self._rules.max_lifetime
+
+    @property
+    def absolute_lifetime(self) -> int | None:
+        return self._rules.absolute_lifetime
+
+    @property
+    def touch_after(self) -> int:
+        return self._rules.touch_step
+
+    @property
+    def rotation_grace(self) -> int:
+        return self._rules.rotation_grace
+
+    @property
+    def max_size(self) -> int:
+        return self._rules.max_size
+
+    @property
+    def write_retries(self) -> int:
+        return self._rules.write_retries
 
     @property
     def timeout(self) -> float:
@@ -205,95 +219,37 @@ class MySQLSessionProvider:
         """The aiomysql connection options the provider relies on, for pools you build yourself."""
         return connect_kwargs()
 
-    @property
-    def is_open(self) -> bool:
-        return self._opened
+    # The LoopBound hooks: what opening, closing and abandoning mean for a provider.
 
-    async def open(self) -> None:
-        """Build the pool and check (or create) the table. Safe to call more than once.
+    def _bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._gateway.loop
 
-        The provider belongs to the event loop that opened it, and closes itself when that
-        loop shuts down (``asyncio.run``, anyio, Starlette's ``TestClient`` used without
-        ``with`` and pytest-asyncio cancel every task first): the next use on another loop
-        opens it again there, so no connection outlives its loop.
-        """
-        if self._opened:
-            loop = self._gateway.loop
-            if loop is None or not loop.is_closed():
-                return
-            self._abandon()  # its loop ended without shutting it down
-        loop = require_asyncio()
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
-        async with self._open_lock:
-            if self._opened:
-                return
-            await self._gateway.open()
-            try:
-                await self._check_table()
-            except BaseException:
-                await self._gateway.close()
-                raise
-            self._opened = True
-            self._guard = loop.create_task(self._close_with_loop(), name="asgi_mysql_session loop guard")
-            if self.gc_interval is not None:
-                self._sweeper = ExpirySweeper(self, interval=self.gc_interval)
-                self._sweeper.start()
+    def _reopenable(self) -> bool:
+        return self._gateway.owns_pool
 
-    async def close(self) -> None:
-        """Stop the sweeper and close the pool (only if the provider built it)."""
-        guard, self._guard = self._guard, None
-        if guard is not None and guard is not asyncio.current_task():
-            guard.cancel()
-            await asyncio.wait([guard])  # never left pending on a loop about to close
+    async def _start(self) -> None:
+        await self._gateway.open()
+        try:
+            await self.schema().verify(create=self.create_table)
+        except BaseException:
+            await self._gateway.close()
+            raise
+        if self.gc_interval is not None:
+            self._sweeper = ExpirySweeper(self, interval=self.gc_interval)
+            self._sweeper.start()
+
+    async def _stop(self) -> None:
         if self._sweeper is not None:
             await self._sweeper.stop()
             self._sweeper = None
         if self._opened:
-            self._opened = False
             await self._gateway.close()
-            self._open_lock = None  # an asyncio.Lock may be bound to this loop
 
-    async def _close_with_loop(self) -> None:
-        """Wait for the loop's shutdown (which cancels every task), then close the provider."""
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            if self._guard is asyncio.current_task():
-                self._guard = None
-                await self.close()
-            raise
-
-    def _abandon(self) -> None:
-        """Forget state tied to a loop that closed while the provider was open on it."""
+    def _forget(self) -> list[asyncio.Task[None] | None]:
         self._gateway.abandon()
-        sweeper = self._sweeper
-        for task in (self._guard, sweeper.task if sweeper is not None else None):
-            if task is not None:  # never ran to its end: asyncio would log it at collection
-                driver.never_log_pending(task)
-        self._opened = False
-        self._guard = None
-        self._sweeper = None
-        self._open_lock = None
         self._locks.forget()
-
-    async def _reopen_if_loop_ended(self) -> None:
-        """Reopen on the running loop when the one it was opened on has closed meanwhile."""
-        loop = self._gateway.loop
-        if self._opened and loop is not None and loop.is_closed() and self._gateway.owns_pool:
-            await self.open()
-
-    async def __aenter__(self) -> MySQLSessionProvider:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        sweeper, self._sweeper = self._sweeper, None
+        return [sweeper.task if sweeper is not None else None]
 
     # -- ids -------------------------------------------------------------------------
 
@@ -409,53 +365,9 @@ class MySQLSessionProvider:
 
     # -- the table -------------------------------------------------------------------
 
-    async def _check_table(self) -> None:
-        gateway = self._gateway
-        async with gateway.connection() as link:
-            _, rows = await link.execute(self._table.sql.columns, (self.table,))
-            if not rows and self.create_table:
-                await link.execute(sql.create_table(self.table))
-                _, rows = await link.execute(self._table.sql.columns, (self.table,))
-            if rows and gateway.cluster is Cluster.GALERA:
-                lease_table = self._leases.sql.table
-                _, leases = await link.execute(self._table.sql.columns, (lease_table,))
-                if not leases and self.create_table:
-                    await link.execute(sql.create_lease_table(self.table))
-                    _, leases = await link.execute(self._table.sql.columns, (lease_table,))
-                if not leases:
-                    raise gateway.failed(
-                        f"lease table `{lease_table}` does not exist in database `{self.database}`, and "
-                        "this is a Galera cluster, where named locks are node-local: create it with "
-                        f"`asgi-mysql-session init --table {self.table}` (or create_table=True), or print "
-                        f"its DDL with `asgi-mysql-session init --print-sql --galera --table {self.table}`",
-                        "schema",
-                        SessionSchemaError,
-                    )
-        if not rows:
-            raise gateway.failed(self._missing_table_message(), "schema", SessionSchemaError)
-        found = {name.lower(): (dtype.lower(), nullable) for name, dtype, nullable in rows}
-        wrong = [
-            f"{column} ({dtype}{' NOT NULL' if column != 'session_owner' else ''})"
-            for column, dtype in sql.REQUIRED_COLUMNS.items()
-            if found.get(column, ("missing", ""))[0] != dtype
-            or (column != "session_owner" and found[column][1] != "NO")
-        ]
-        if wrong:
-            raise gateway.failed(
-                f"table `{self.table}` in database `{self.database}` lacks or mistypes columns: "
-                f"{', '.join(wrong)}; `asgi-mysql-session check --table {self.table}` says what "
-                f"differs and `asgi-mysql-session upgrade --table {self.table}` converts a table "
-                "made by the Go provider",
-                "schema",
-                SessionSchemaError,
-            )
+    def schema(self, *, remedy: str | None = None) -> SessionSchema:
+        """The table's DDL, check, upgrade and maintenance; usable before ``open()``.
 
-    def _missing_table_message(self, *, cli: bool = False) -> str:
-        where = f"session table `{self.table}` does not exist in database `{self.database}`"
-        if cli or self._cli:
-            return f"{where}: create it with `asgi-mysql-session init --table {self.table}`"
-        return (
-            f"{where}: pass create_table=True to MySQLSessionProvider, run "
-            f"`asgi-mysql-session init --table {self.table}`, or have a DBA apply the DDL that "
-            f"`asgi-mysql-session init --print-sql --table {self.table}` prints"
-        )
+        ``remedy`` replaces the library's advice in the error about a missing table.
+        """
+        return SessionSchema(self._gateway, self.table, self.now, remedy=remedy)

@@ -1,15 +1,16 @@
-"""Every SQL statement the package runs, in one place.
+"""The statements the provider runs on the session table (and on Galera its lease table).
 
 Statements are plain single-row primary-key operations plus batched deletes on the expiry
 index, so they behave the same on MariaDB >= 10.5, MySQL 8 and MySQL-compatible clusters.
-Times are unix seconds from the provider's clock, always passed as parameters.
+Times are unix seconds from the provider's clock, always passed as parameters. The DDL, the
+table check and the maintenance statements (upgrade, stats, lifetime policy) are in
+:mod:`asgi_mysql_session.schema` and :mod:`asgi_mysql_session.upgrade`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 
 from .errors import SessionConfigError
 
@@ -17,47 +18,6 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 #: Largest value a MEDIUMBLOB holds; ``max_size`` may not exceed it.
 DATA_COLUMN_BYTES = 2**24 - 1
-
-#: Columns the provider needs, with the type each must have (information_schema DATA_TYPE).
-REQUIRED_COLUMNS = {
-    "session_key": "char",
-    "session_data": "mediumblob",
-    "session_expiry": "int",
-    "session_version": "int",
-    "session_created": "int",
-    "session_owner": "varchar",
-}
-
-#: The packaged schema.sql is the one source of the DDL: create_table(), ``init``,
-#: ``init --print-sql``, ``check`` and ``upgrade`` all read it (the repository root holds an
-#: identical copy for those who apply it by hand; tests/test_schema.py keeps the two equal).
-SCHEMA_FILE = "schema.sql"
-#: The table name schema.sql is written for.
-SCHEMA_TABLE = "session"
-_CREATE_LINE = f"CREATE TABLE IF NOT EXISTS `{SCHEMA_TABLE}` ("
-
-
-def _read_schema() -> str:
-    return resources.files(__name__.rpartition(".")[0]).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
-
-
-def _statement_template(schema: str) -> str:
-    """The one statement of schema.sql, without comments or ';', its table name as ``{table}``."""
-    statement = "\n".join(line for line in schema.splitlines() if not line.startswith("--")).strip()
-    if statement.count(_CREATE_LINE) != 1 or not statement.startswith(_CREATE_LINE) or "{" in statement:
-        raise AssertionError(f"{SCHEMA_FILE} must hold one statement starting with {_CREATE_LINE!r}")
-    return statement.removesuffix(";").replace(_CREATE_LINE, "CREATE TABLE IF NOT EXISTS `{table}` (", 1)
-
-
-#: schema.sql as packaged, comments included.
-SCHEMA = _read_schema()
-_DDL = _statement_template(SCHEMA)
-
-
-def schema_sql(table: str = SCHEMA_TABLE) -> str:
-    """schema.sql as packaged (comments included), written for ``table``: what a DBA applies."""
-    create = f"CREATE TABLE IF NOT EXISTS `{check_table_name(table)}` ("
-    return SCHEMA.replace(_CREATE_LINE, create, 1)
 
 
 def check_table_name(table: str) -> str:
@@ -67,11 +27,6 @@ def check_table_name(table: str) -> str:
             f"invalid table name {table!r}: use letters, digits and underscores (max 64)"
         )
     return table
-
-
-def create_table(table: str) -> str:
-    """The DDL that schema.sql holds for the default table name."""
-    return _DDL.format(table=check_table_name(table))
 
 
 @dataclass(frozen=True)
@@ -95,13 +50,11 @@ class Statements:
     delete: str
     count: str
     gc_batch: str
-    columns: str
     of_owner: str
     delete_owner: str
     get_lock: str
     lock_if_live: str
     release_lock: str
-    shorten: str
 
 
 #: Rows within the current lifetime policy: before their deadline (``now``), and created
@@ -193,10 +146,6 @@ def statements(table: str) -> Statements:
         delete=f"DELETE FROM {t} WHERE session_key = %s",
         count=f"SELECT COUNT(*) FROM {t} WHERE {LIVE}",
         gc_batch=f"DELETE FROM {t} WHERE session_expiry <= %s ORDER BY session_expiry LIMIT %s",
-        columns=(
-            "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
-        ),
         of_owner=(
             f"SELECT session_key, session_created, session_expiry FROM {t} "
             f"WHERE session_owner = %s AND {LIVE} ORDER BY session_created, session_key"
@@ -208,225 +157,6 @@ def statements(table: str) -> Statements:
         # never waits for (or holds) a lock. Parameters: (name, wait, key, now, born_after).
         lock_if_live=f"SELECT GET_LOCK(%s, %s) FROM {t} WHERE session_key = %s AND {LIVE}",
         release_lock="SELECT RELEASE_LOCK(%s)",
-        # Applies a (lowered) lifetime policy to every live row, a batch at a time: the
-        # deadline becomes at most now + max_lifetime (%s) and created + absolute (%s).
-        # Parameters: (idle_cap, absolute, idle_cap, absolute, now, limit).
-        shorten=(
-            f"UPDATE {t} SET session_expiry = LEAST(session_expiry, %s, "
-            "IF(session_created = 0, session_expiry, session_created + %s)) "
-            "WHERE session_expiry > LEAST(%s, IF(session_created = 0, session_expiry, session_created + %s)) "
-            "AND session_expiry > %s LIMIT %s"
-        ),
-    )
-
-
-# -- maintenance statements (CLI) --
-#
-# What `asgi-mysql-session` runs besides the provider's own statements. The target schema is
-# never restated here: column and key definitions are cut out of the DDL above, so `init`,
-# `check` and `upgrade` cannot drift from schema.sql.
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-#: Name of the per-connection TEMPORARY table made from the DDL to compare a table against.
-_REFERENCE = "asgi_mysql_session_reference"
-#: Temporary index that finds the rows `upgrade` has not converted yet; dropped at the end.
-UPGRADE_PENDING_KEY = "session_upgrade_pending"
-
-
-def _ddl_parts(table: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], str]:
-    """(column definitions, key definitions, table options) of the DDL, each on one line."""
-    ddl = create_table(table)
-    _, _, rest = ddl.partition("(\n")
-    body, _, options = rest.rpartition("\n) ")
-    items: list[list[str]] = []
-    for line in body.splitlines():
-        if line.startswith("    ") and items:  # continuation of the item above (its COMMENT)
-            items[-1].append(line.strip())
-        else:
-            items.append([line.strip()])
-    columns: list[tuple[str, str]] = []
-    keys: list[tuple[str, str]] = []
-    for item in items:
-        text = " ".join(item).rstrip(",")
-        if text.startswith("`"):
-            columns.append((text.split("`")[1], text))
-        elif text.startswith("PRIMARY KEY"):
-            keys.append(("PRIMARY", text))
-        elif text.startswith("KEY `"):
-            keys.append((text.split("`")[1], text))
-        else:  # pragma: no cover - guards edits of _DDL
-            raise AssertionError(f"unexpected line in the DDL: {text!r}")
-    assert [name for name, _ in columns] == list(REQUIRED_COLUMNS), "DDL and REQUIRED_COLUMNS differ"
-    return tuple(columns), tuple(keys), " ".join(options.split())
-
-
-def _identifier(name: str) -> str:
-    if not _IDENTIFIER.fullmatch(name):
-        raise SessionConfigError(f"refusing to use {name!r} as an SQL identifier")
-    return f"`{name}`"
-
-
-@dataclass(frozen=True)
-class Maintenance:
-    """The statements of the operator CLI for one table (init, check, upgrade, stats)."""
-
-    table: str
-    create: str
-    #: ENGINE, TABLE_COLLATION, TABLE_ROWS (an estimate) of the table; no row if it is missing.
-    table_info: str
-    #: COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE, COLLATION_NAME.
-    column_info: str
-    #: INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, ordered by index and position.
-    index_info: str
-    show_columns: str
-    show_index: str
-    create_reference: str
-    drop_reference: str
-    show_reference_columns: str
-    show_reference_index: str
-    count_rows: str
-    #: Bounds the wait for the metadata lock of an ALTER, so a busy table fails the
-    #: upgrade quickly instead of queueing every session query behind it.
-    set_lock_wait: str
-    #: Rows that `upgrade` still has to convert (session_version IS NULL).
-    count_pending: str
-    #: Converts up to %s rows of the Go provider: SHA-256 of the raw id as key, the
-    #: last-write time becomes the creation time and, plus max lifetime (%s first), the
-    #: deadline. The marker ``session_version`` goes from NULL to 1 in the same row write,
-    #: so a key is never hashed twice, however often an interrupted upgrade is re-run.
-    convert_rows_drop_data: str
-    convert_rows_keep_data: str
-    live_stats: str
-    expired_stats: str
-    size_percentiles: str
-    column_definitions: tuple[tuple[str, str], ...]
-    key_definitions: tuple[tuple[str, str], ...]
-    table_options: str
-
-    @property
-    def engine(self) -> str:
-        match = re.search(r"ENGINE=(\w+)", self.table_options)
-        assert match is not None
-        return match.group(1)
-
-    @property
-    def collation(self) -> str:
-        match = re.search(r"COLLATE=(\w+)", self.table_options)
-        assert match is not None
-        return match.group(1)
-
-    def prepare_legacy(self, missing: frozenset[str], key_length: int) -> str:
-        """First ALTER of a Go provider table: InnoDB, room for the hash, the new columns.
-
-        ``session_version`` is added NULL-able with no default: NULL marks the rows not yet
-        converted (and any row the Go provider writes meanwhile).
-        """
-        t = _identifier(self.table)
-        length = max(64, key_length)
-        clauses = [
-            f"MODIFY COLUMN `session_key` CHAR({length}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
-            "ADD COLUMN `session_version` INT UNSIGNED NULL DEFAULT NULL",
-        ]
-        clauses += [
-            f"ADD COLUMN {definition}"
-            for name, definition in self.column_definitions
-            if name in missing and name != "session_version"
-        ]
-        clauses.append(f"ADD KEY `{UPGRADE_PENDING_KEY}` (`session_version`)")
-        clauses.append(f"ENGINE={self.engine}")
-        return f"ALTER TABLE {t} " + ", ".join(clauses)
-
-    def copy_names(self) -> tuple[str, str]:
-        """(the new table a copying upgrade fills, the name the old table is kept under)."""
-        stem = self.table[:50]
-        return f"{stem}_upgrading", f"{stem}_go_backup"
-
-    def copy_legacy(self, new: str, keep_data: bool) -> str:
-        """Fills ``new`` (made from the DDL) with the Go provider's rows converted, in one
-        statement; ``%s`` is the max lifetime. The same conversion as the in-place upgrade."""
-        data = "COALESCE(session_data, '')" if keep_data else "''"
-        return (
-            f"INSERT INTO {_identifier(new)} (session_key, session_data, session_expiry, session_version, "
-            f"session_created, session_owner) SELECT SHA2(session_key, 256), {data}, session_expiry + %s, "
-            f"1, session_expiry, NULL FROM {_identifier(self.table)}"
-        )
-
-    def swap(self, new: str, backup: str) -> str:
-        """One atomic RENAME: the old table becomes ``backup``, ``new`` takes its name."""
-        t = _identifier(self.table)
-        return f"RENAME TABLE {t} TO {_identifier(backup)}, {_identifier(new)} TO {t}"
-
-    def conform(self, present: frozenset[str], drop_keys: tuple[str, ...], add_keys: tuple[str, ...]) -> str:
-        """One ALTER that gives every column, key and table option its schema.sql definition."""
-        t = _identifier(self.table)
-        clauses = [
-            f"{'MODIFY' if name in present else 'ADD'} COLUMN {definition}"
-            for name, definition in self.column_definitions
-        ]
-        clauses += ["DROP PRIMARY KEY" if k == "PRIMARY" else f"DROP KEY {_identifier(k)}" for k in drop_keys]
-        clauses += [f"ADD {definition}" for name, definition in self.key_definitions if name in add_keys]
-        clauses.append(self.table_options)  # space-separated table options are one ALTER clause
-        return f"ALTER TABLE {t} " + ", ".join(clauses)
-
-
-def maintenance(table: str) -> Maintenance:
-    t = f"`{check_table_name(table)}`"
-    ref = f"`{_REFERENCE}`"
-    columns, keys, options = _ddl_parts(table)
-    reference_ddl = create_table(_REFERENCE).replace(
-        "CREATE TABLE IF NOT EXISTS", "CREATE TEMPORARY TABLE", 1
-    )
-    convert = (
-        f"UPDATE {t} SET session_created = session_expiry, session_expiry = session_expiry + %s, "
-        "session_key = SHA2(session_key, 256), session_data = {data}, session_version = 1 "
-        "WHERE session_version IS NULL LIMIT %s"
-    )
-    live = f"FROM {t} WHERE session_expiry > %s AND session_version > 0"
-    return Maintenance(
-        table=table,
-        create=create_table(table),
-        table_info=(
-            "SELECT ENGINE, TABLE_COLLATION, TABLE_ROWS FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
-        ),
-        column_info=(
-            "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, IS_NULLABLE, COLLATION_NAME "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s "
-            "ORDER BY ORDINAL_POSITION"
-        ),
-        index_info=(
-            "SELECT INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME FROM information_schema.STATISTICS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY INDEX_NAME, SEQ_IN_INDEX"
-        ),
-        show_columns=f"SHOW FULL COLUMNS FROM {t}",
-        show_index=f"SHOW INDEX FROM {t}",
-        create_reference=reference_ddl,
-        drop_reference=f"DROP TEMPORARY TABLE IF EXISTS {ref}",
-        show_reference_columns=f"SHOW FULL COLUMNS FROM {ref}",
-        show_reference_index=f"SHOW INDEX FROM {ref}",
-        count_rows=f"SELECT COUNT(*) FROM {t}",
-        set_lock_wait="SET SESSION lock_wait_timeout = %s",
-        count_pending=f"SELECT COUNT(*) FROM {t} WHERE session_version IS NULL",
-        convert_rows_drop_data=convert.format(data="''"),
-        convert_rows_keep_data=convert.format(data="COALESCE(session_data, '')"),
-        live_stats=(
-            "SELECT COUNT(*), COUNT(session_owner), COUNT(DISTINCT session_owner), "
-            f"MIN(session_expiry), MAX(session_expiry) {live}"
-        ),
-        expired_stats=f"SELECT COUNT(*), MIN(session_expiry) FROM {t} WHERE session_expiry <= %s",
-        # Nearest-rank percentiles of the live rows' data sizes, ranked on the server in one
-        # statement (window functions: MariaDB >= 10.2, MySQL 8), nothing fetched but 4 numbers.
-        size_percentiles=(
-            "SELECT MAX(CASE WHEN rn = CEIL(0.50 * total) THEN n END), "
-            "MAX(CASE WHEN rn = CEIL(0.90 * total) THEN n END), "
-            "MAX(CASE WHEN rn = CEIL(0.99 * total) THEN n END), MAX(n) "
-            "FROM (SELECT LENGTH(session_data) AS n, "
-            "ROW_NUMBER() OVER (ORDER BY LENGTH(session_data)) AS rn, "
-            f"COUNT(*) OVER () AS total {live}) AS ranked"
-        ),
-        column_definitions=columns,
-        key_definitions=keys,
-        table_options=options,
     )
 
 
@@ -444,32 +174,6 @@ _LEASE_SUFFIX = "_lease"
 def lease_table_name(table: str) -> str:
     """The lease table that goes with session table ``table`` (at most 64 characters)."""
     return f"{check_table_name(table)[: 64 - len(_LEASE_SUFFIX)]}{_LEASE_SUFFIX}"
-
-
-_LEASE_DDL = """CREATE TABLE IF NOT EXISTS `{table}` (
-  `lease_name` VARCHAR(191) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
-    COMMENT 'what is held: sweep, or session:<key hash> for a serialized request',
-  `lease_holder` CHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL
-    COMMENT 'random token of the one claim that holds it',
-  `lease_expires` BIGINT NOT NULL
-    COMMENT 'unix milliseconds; past it the lease has lapsed and may be taken over',
-  PRIMARY KEY (`lease_name`)
-) ENGINE=InnoDB DEFAULT CHARSET=ascii COLLATE=ascii_bin
-  COMMENT='asgi_mysql_session leases (Galera clusters, where GET_LOCK is node-local)'"""
-
-
-def create_lease_table(table: str) -> str:
-    """The DDL of the lease table of session table ``table``."""
-    return _LEASE_DDL.format(table=lease_table_name(table))
-
-
-def lease_schema_sql(table: str = SCHEMA_TABLE) -> str:
-    """The lease table's DDL as a DBA applies it, with a comment saying when it is needed."""
-    return (
-        "-- asgi_mysql_session: the lease table, needed on Galera clusters only (named locks\n"
-        "-- are node-local there): the background sweep and serialized requests hold rows here.\n"
-        f"{create_lease_table(table)};\n"
-    )
 
 
 @dataclass(frozen=True)

@@ -268,18 +268,3 @@ class SessionTable:
                 await link.execute(self.sql.release_lock, (self.lock_name(),))
         self.observer.sweep(total, time.perf_counter() - started)
         return total
-
-    async def shorten(self, max_lifetime: int | None, absolute_lifetime: int | None, batch_size: int) -> int:
-        """Apply a (lowered) lifetime policy to every live row now, in batches; returns how many."""
-        total = 0
-        never = 2**32 - 1  # INT UNSIGNED's largest value: "no bound"
-        while True:
-            now = self.rules.now()
-            idle = now + max_lifetime if max_lifetime is not None else never
-            absolute = absolute_lifetime if absolute_lifetime is not None else never
-            changed, _ = await self.gateway.execute(
-                self.sql.shorten, (idle, absolute, idle, absolute, now, batch_size)
-            )
-            total += changed
-            if changed < batch_size:
-                return total

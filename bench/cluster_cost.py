@@ -45,6 +45,7 @@ from lib.procs import free_port  # noqa: E402
 from lib.report import md_table  # noqa: E402
 from lib.stats import paired_ratio  # noqa: E402
 
+from asgi_mysql_session import ddl as session_ddl  # noqa: E402
 from asgi_mysql_session import sql as session_sql  # noqa: E402
 
 T = TypeVar("T")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         for table, file in ((single, ids["single"]), (clustered, ids["node1"])):
             table.create()
             table.fill(args.sessions, ids_file=file)
-        clustered.query(session_sql.create_lease_table(name))  # Galera: open() requires it
+        clustered.query(session_ddl.create_lease_table(name))  # Galera: open() requires it
         say(f"cluster-cost: table {name}, {args.sessions} sessions on the single server and on the cluster")
         say(f"cluster-cost: {args.rounds} rounds x {len(TARGETS) * len(WORKLOADS)} cells x {args.seconds:g}s")
         for r in range(args.rounds):

@@ -22,7 +22,7 @@ import itsdangerous
 import pymysql
 from lib import db
 
-from asgi_mysql_session import sql
+from asgi_mysql_session import ddl, sql
 from asgi_mysql_session.serializer import encode
 
 INSERT = (
@@ -60,7 +60,7 @@ class BenchTable:
 
     def create(self) -> None:
         """Create the table; a table of that name that already exists is left alone (SystemExit)."""
-        statement = sql.create_table(self.table).replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1)
+        statement = ddl.create_table(self.table).replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1)
         try:
             self.query(statement)
         except pymysql.MySQLError as exc:

@@ -20,8 +20,11 @@ import msgpack
 import pytest
 from conftest import MYSQL_URL, Database
 
-from asgi_mysql_session import MySQLSessionProvider, SaveResult, sql
+from asgi_mysql_session import MySQLSessionProvider, SaveResult
 from asgi_mysql_session.cli import main
+from asgi_mysql_session.ddl import SCHEMA
+from asgi_mysql_session.schema import schema_sql
+from asgi_mysql_session.upgrade import upgrade_statements
 
 GO_SCHEMA = (
     "CREATE TABLE `{table}` (`session_key` char(64) NOT NULL, `session_data` blob, "
@@ -225,15 +228,15 @@ def test_init_print_sql_needs_no_database_and_prints_the_packaged_schema(
     monkeypatch.delenv("MYSQL_URL", raising=False)
     assert main(["init", "--print-sql"]) == 0
     captured = capsys.readouterr()
-    assert captured.out == sql.SCHEMA and captured.err == ""
+    assert captured.out == SCHEMA and captured.err == ""
     # --table before or after the command; an unreachable DSN is never used.
     for argv in (
         ["--table", "my_sessions", "init", "--print-sql"],
         ["init", "--print-sql", "--table", "my_sessions"],
     ):
         assert main(["--dsn", "mysql://nobody@192.0.2.1:1/none", *argv]) == 0
-        assert capsys.readouterr().out == sql.schema_sql("my_sessions")
-    assert "CREATE TABLE IF NOT EXISTS `my_sessions` (" in sql.schema_sql("my_sessions")
+        assert capsys.readouterr().out == schema_sql("my_sessions")
+    assert "CREATE TABLE IF NOT EXISTS `my_sessions` (" in schema_sql("my_sessions")
 
 
 def test_init_print_sql_refuses_a_bad_table_name(capsys: pytest.CaptureFixture[str]) -> None:
@@ -372,6 +375,17 @@ def test_the_provider_serves_upgraded_sessions(
     asyncio.run(use())
 
 
+def test_upgrade_shows_its_progress_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, table: str, go_table: dict[str, int]
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = run(capsys, "--table", table, "upgrade", "--batch-size", "1")
+    assert code == 0, out
+    assert f"\r\x1b[Kconverting rows of `{table}`: 1 of 4 rows, 1 batches" in out
+    # The counter is wiped before the next line: "converted" starts a line of its own.
+    assert "\r\x1b[K  converted 4 rows" in out
+
+
 def test_upgrade_can_keep_the_go_data(
     capsys: pytest.CaptureFixture[str], db: Database, table: str, go_table: dict[str, int]
 ) -> None:
@@ -398,7 +412,7 @@ def test_upgrade_can_keep_the_go_data(
 def test_an_interrupted_upgrade_resumes_without_hashing_twice(
     capsys: pytest.CaptureFixture[str], db: Database, table: str, go_table: dict[str, int]
 ) -> None:
-    m = sql.maintenance(table)
+    m = upgrade_statements(table)
     # Stopped after the first ALTER and one converted row...
     db.query(m.prepare_legacy(frozenset({"session_version", "session_created", "session_owner"}), 64))
     db.query(m.convert_rows_drop_data, (3600, 1))

@@ -21,7 +21,7 @@ import tomllib
 from trove_classifiers import classifiers as known_classifiers
 
 import asgi_mysql_session
-from asgi_mysql_session import sql
+from asgi_mysql_session.ddl import SCHEMA, schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -87,8 +87,8 @@ def test_the_built_wheel_installs_and_its_cli_prints_the_packaged_schema(tmp_pat
     assert "--print-sql" in run(cli, "init", "--help", cwd=tmp_path)
     printed = run(cli, "init", "--print-sql", cwd=tmp_path)
     packaged = (site / "asgi_mysql_session" / "schema.sql").read_text()
-    assert printed == packaged == sql.SCHEMA
-    assert run(cli, "init", "--print-sql", "--table", "t2", cwd=tmp_path) == sql.schema_sql("t2")
+    assert printed == packaged == SCHEMA
+    assert run(cli, "init", "--print-sql", "--table", "t2", cwd=tmp_path) == schema_sql("t2")
     meta = run(
         python, "-c", "import importlib.metadata as m; print(m.version('asgi_mysql_session'))", cwd=tmp_path
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import Database
 
-from asgi_mysql_session import InvalidSessionId, MySQLSessionProvider, sql
+from asgi_mysql_session import InvalidSessionId, MySQLSessionProvider, ddl
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGED = ROOT / "asgi_mysql_session" / "schema.sql"
@@ -23,17 +23,17 @@ def test_schema_sql_is_the_ddl_the_provider_creates() -> None:
     statement = "\n".join(
         line for line in SCHEMA.read_text().splitlines() if not line.startswith("--")
     ).strip()
-    assert statement == sql.create_table("session") + ";"
+    assert statement == ddl.create_table("session") + ";"
 
 
 def test_the_ddl_is_read_from_the_packaged_file() -> None:
-    assert PACKAGED.read_text() == sql.SCHEMA
-    assert sql.schema_sql() == sql.SCHEMA
-    other = sql.schema_sql("other_table")
-    assert other == sql.SCHEMA.replace(
+    assert PACKAGED.read_text() == ddl.SCHEMA
+    assert ddl.schema_sql() == ddl.SCHEMA
+    other = ddl.schema_sql("other_table")
+    assert other == ddl.SCHEMA.replace(
         "CREATE TABLE IF NOT EXISTS `session` (", "CREATE TABLE IF NOT EXISTS `other_table` ("
     )
-    assert sql.create_table("other_table") + ";" in other
+    assert ddl.create_table("other_table") + ";" in other
 
 
 def test_every_column_has_a_comment(db: Database, provider: MySQLSessionProvider, table: str) -> None:
@@ -42,7 +42,7 @@ def test_every_column_has_a_comment(db: Database, provider: MySQLSessionProvider
         "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
         (table,),
     )
-    assert {name for name, _ in rows} == set(sql.REQUIRED_COLUMNS)
+    assert {name for name, _ in rows} == set(ddl.REQUIRED_COLUMNS)
     assert all(comment for _, comment in rows)
 
 

@@ -19,6 +19,7 @@ from lib import db
 from lib.console import say
 from users import Users
 
+from asgi_mysql_session import ddl as session_ddl
 from asgi_mysql_session import sql as session_sql
 from asgi_mysql_session.ids import hash_id
 
@@ -31,9 +32,9 @@ def make_tables(conn: pymysql.Connection, table: str, *, lease: bool = False) ->
     """Drop and create the session table (and its lease table, which a Galera cluster requires)."""
     table = session_sql.check_table_name(table)
     drop_tables(conn, table, lease=lease)
-    db.query(conn, session_sql.create_table(table))
+    db.query(conn, session_ddl.create_table(table))
     if lease:
-        db.query(conn, session_sql.create_lease_table(table))
+        db.query(conn, session_ddl.create_lease_table(table))
 
 
 def drop_tables(conn: pymysql.Connection, table: str, *, lease: bool = False) -> None:
