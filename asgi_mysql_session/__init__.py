@@ -21,6 +21,7 @@ from .gc import ExpirySweeper
 from .ids import is_valid_session_id, new_session_id
 from .metrics import PrometheusObserver, SessionObserver
 from .middleware import SessionMiddleware
+from .pool import PoolState
 from .provider import MySQLSessionProvider, OwnedSession
 from .requests import load_session, regenerate_session, save_session
 from .schema import (
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidSessionId",
     "MySQLSessionProvider",
     "OwnedSession",
+    "PoolState",
     "PrometheusObserver",
     "RowsConverted",
     "SaveResult",

@@ -37,7 +37,7 @@ def sha(sid: str) -> str:
 @pytest.fixture
 async def schema(table: str, clock: FakeClock) -> AsyncIterator[SessionSchema]:
     provider = MySQLSessionProvider(MYSQL_URL, table=table, clock=clock, gc_interval=None)
-    yield SessionSchema(provider)
+    yield provider.schema()
     await provider.close()
 
 
@@ -64,16 +64,16 @@ def deadlines(db: Database, table: str) -> list[int]:
 # -- create, check, verify -------------------------------------------------------------------------
 
 
-async def test_create_makes_a_missing_table_and_says_so(
-    schema: SessionSchema, db: Database, table: str
-) -> None:
+async def test_create_makes_a_missing_table_and_says_so(db: Database, table: str) -> None:
+    provider = MySQLSessionProvider(MYSQL_URL, table=table, gc_interval=None)
+    schema = provider.schema()
     assert await schema.create() is True
     assert {row[2] for row in db.query(f"SHOW INDEX FROM `{table}`")} == {
         "PRIMARY",
         "session_expiry",
         "session_owner",
     }
-    assert not schema.provider.is_open  # it connected for the call alone
+    assert not provider.is_open and provider.pool_state().size == 0  # it connected for the call alone
 
 
 async def test_create_leaves_an_existing_table_alone(schema: SessionSchema, db: Database, table: str) -> None:
@@ -114,7 +114,7 @@ async def test_check_of_a_missing_table_raises_with_the_library_remedy(schema: S
 
 async def test_a_remedy_replaces_the_advice_about_a_missing_table(table: str) -> None:
     provider = MySQLSessionProvider(MYSQL_URL, table=table, gc_interval=None)
-    schema = SessionSchema(provider, remedy="run the migrations")
+    schema = provider.schema(remedy="run the migrations")
     with pytest.raises(SessionSchemaError) as raised:
         await schema.verify(create=False)
     assert (
@@ -156,7 +156,7 @@ async def test_verify_on_galera_requires_the_lease_table(table: str, db: Databas
     async with MySQLSessionProvider(
         MYSQL_URL, table=table, create_table=True, cluster="galera", gc_interval=None
     ) as provider:
-        schema = SessionSchema(provider)
+        schema = provider.schema()
         db.query(f"DROP TABLE `{schema.lease_table}`")
         with pytest.raises(SessionSchemaError, match=f"lease table `{schema.lease_table}` does not exist"):
             await schema.verify(create=False)
@@ -166,7 +166,7 @@ async def test_verify_on_galera_requires_the_lease_table(table: str, db: Databas
 
 
 def test_ddl_is_schema_sql_for_the_table_and_adds_the_lease_table_on_galera(table: str) -> None:
-    schema = SessionSchema(MySQLSessionProvider(MYSQL_URL, table=table))
+    schema = MySQLSessionProvider(MYSQL_URL, table=table).schema()
     assert f"CREATE TABLE IF NOT EXISTS `{table}` (" in schema.ddl()
     assert f"`{schema.lease_table}`" not in schema.ddl()
     assert schema.ddl(galera=True).startswith(schema.ddl())
@@ -297,7 +297,7 @@ async def test_apply_policy_ends_sessions_past_the_absolute_lifetime(
 async def test_the_schema_of_an_open_provider_uses_its_pool(
     provider: MySQLSessionProvider, db: Database, table: str
 ) -> None:
-    schema = SessionSchema(provider)
+    schema = provider.schema()
     sid = provider.new_session_id()
     store = await provider.read(sid)
     store["a"] = 1
