@@ -24,8 +24,13 @@ It listens on 127.0.0.1 only, on an ephemeral port unless told otherwise. Faults
 ``stall_reads(on)``
     Server -> client data is held back on every connection (sockets stay open, the
     data is kept and delivered once the stall ends); client -> server still flows.
+``rewrite(old, new)``
+    Client -> server data has ``old`` replaced by ``new`` (of the same length, so the
+    protocol's packet lengths still hold): the server runs another statement than the one
+    sent, e.g. one that answers what another kind of server would.
 ``heal()``
-    All of the above off, and every trigger removed (``drop_all`` has nothing to undo).
+    All of the above off, and every trigger and rewrite removed (``drop_all`` has nothing
+    to undo).
 
 To hit one exact moment, ``on_request(pattern, action)`` runs ``action()`` (say
 ``lambda: proxy.stall_reads(True)``) as soon as a client -> server chunk containing
@@ -102,6 +107,7 @@ class FaultProxy:
         self._latency = 0.0
         self._flowing: asyncio.Event | None = None  # set = server -> client data flows
         self._triggers: list[tuple[bytes, Callable[[], object], bool]] = []
+        self._rewrites: list[tuple[bytes, bytes]] = []
         #: Client connections accepted since start.
         self.accepted = 0
         #: Bytes forwarded client -> server and server -> client since start.
@@ -199,9 +205,17 @@ class FaultProxy:
                     self._triggers.remove(trigger)
                 action()
 
+    def rewrite(self, old: bytes, new: bytes) -> None:
+        """Replace ``old`` by ``new`` in every client -> server chunk from now on (within one
+        chunk, as for ``on_request``); the two must have the same length."""
+        if not old or len(old) != len(new):
+            raise ValueError("a rewrite replaces a non-empty pattern by one of the same length")
+        self._rewrites.append((old, new))
+
     def heal(self) -> None:
-        """Every fault and trigger off; connections that are still open carry on."""
+        """Every fault, trigger and rewrite off; connections that are still open carry on."""
         self._triggers.clear()
+        self._rewrites.clear()
         self._refuse = False
         self._blackhole = False
         self._latency = 0.0
@@ -272,6 +286,9 @@ class FaultProxy:
                     return
                 if upstream and self._triggers:
                     self._fire(data)
+                if upstream and self._rewrites:
+                    for old, new in self._rewrites:
+                        data = data.replace(old, new)
                 if self._latency:
                     await asyncio.sleep(self._latency)
                 if not upstream:

@@ -47,15 +47,27 @@ async def test_200_tasks_on_distinct_sessions_share_a_pool_of_10(
             assert await store.release() is SaveResult.UPDATED
         return sid
 
+    sizes: list[int] = []
+    sampling = asyncio.Event()
+
+    async def sample() -> None:  # the pool's size throughout the run, every turn or so
+        while not sampling.is_set():
+            sizes.append(pooled.pool_state().size)
+            await asyncio.sleep(0)
+
+    sampler = asyncio.create_task(sample())
     sids = await asyncio.gather(*(one_client(i) for i in range(tasks)))
+    sampling.set()
+    await sampler
 
     assert len(set(sids)) == tasks
     for i, sid in enumerate(sids):
         assert dict(await pooled.read(sid)) == {"owner": i, "items": [i, 0, 1, 2]}
     assert await pooled.all() == tasks
     assert row_count(db, table) == tasks
-    assert pooled._pool.maxsize == POOL_MAX
-    assert pooled._pool.size <= POOL_MAX
+    state = pooled.pool_state()
+    assert state.maxsize == POOL_MAX
+    assert state.size <= POOL_MAX and max(sizes) <= POOL_MAX
     assert_no_connection_checked_out(pooled)
 
 

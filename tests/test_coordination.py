@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
-from conftest import MYSQL_URL, Database, FakeClock, StatementCounter, make_session
+from conftest import MYSQL_URL, Database, FakeClock, StatementCounter, make_session, new_gateway
 from sessionapp import client, make_app
 from test_reliability import new_session
 
 from asgi_mysql_session import MySQLSessionProvider, sql
 from asgi_mysql_session.coordination import Cluster, Leases, cluster_option, new_holder, wsrep_on
+from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.errors import SessionConfigError, SessionSchemaError
+from asgi_mysql_session.gateway import Gateway
+from asgi_mysql_session.pool import ConnectionPool
 
 
 @pytest.fixture
@@ -40,8 +45,54 @@ async def galera(table: str, lease_table: str, clock: FakeClock) -> AsyncIterato
     await p.close()
 
 
+@pytest.fixture
+async def other_process() -> AsyncIterator[Gateway]:
+    """The statements of another process on the same server (its own pool)."""
+    gateway = new_gateway()
+    await gateway.open()
+    yield gateway
+    await gateway.close()
+
+
 def leases_in(db: Database, lease_table: str) -> list[tuple[object, ...]]:
     return db.query(f"SELECT lease_name, lease_holder FROM `{lease_table}`")
+
+
+@asynccontextmanager
+async def lent(table: str, **options: Any) -> AsyncIterator[tuple[MySQLSessionProvider, ConnectionPool]]:
+    """An open provider on a pool of one connection that the test lends it, so the test can
+    look at that connection's session variables afterwards (``variable``)."""
+    dsn = parse_dsn(MYSQL_URL)
+    pool = ConnectionPool(
+        1,
+        1,
+        3600,
+        host=dsn.host,
+        port=dsn.port,
+        user=dsn.user,
+        password=dsn.password,
+        db=dsn.database,
+        **MySQLSessionProvider.connect_kwargs(),
+    )
+    try:
+        options.setdefault("gc_interval", None)
+        async with MySQLSessionProvider(pool=pool, table=table, create_table=True, **options) as provider:
+            yield provider, pool
+    finally:
+        pool.close()
+        await asyncio.wait_for(pool.wait_closed(), 10)
+
+
+async def variable(pool: ConnectionPool, name: str) -> int:
+    """A session variable of the pool's (one) connection, the one the provider used."""
+    conn = await pool.acquire()
+    try:
+        cursor = await conn.cursor()
+        await cursor.execute(f"SELECT @@{name}")
+        [(value,)] = await cursor.fetchall()
+    finally:
+        pool.release(conn)
+    return int(value)
 
 
 # -- a single server: detected, and nothing changes ----------------------------------------
@@ -51,10 +102,23 @@ async def test_the_shared_server_is_detected_as_single_and_gets_no_lease_table(
     provider: MySQLSessionProvider, db: Database, lease_table: str
 ) -> None:
     assert provider.cluster is Cluster.SINGLE and str(provider.cluster) == "single"
-    assert provider._session_setup is None  # no per-connection statement
     assert db.query("SHOW TABLES LIKE %s", (lease_table,)) == []
-    _, rows = await provider._execute("SELECT @@wsrep_sync_wait")
-    assert int(rows[0][0]) == 0  # the server default: the provider changed nothing
+    # No per-connection statement: reads on fresh connections are their SELECTs alone.
+    statements = StatementCounter(provider)
+    sid = provider.new_session_id()
+    assert await asyncio.gather(*(provider.exist(sid) for _ in range(4))) == [False] * 4
+    assert provider.pool_state().size == 4  # three of them opened a connection of their own
+    assert statements.delta() == {"select": 4}
+    assert not [kind for kind in provider.statements if kind.startswith("set")]
+
+
+async def test_on_a_single_server_the_provider_changes_no_session_variable(
+    table: str, lease_table: str
+) -> None:
+    async with lent(table) as (provider, pool):
+        assert provider.cluster is Cluster.SINGLE
+        assert not await provider.exist(provider.new_session_id())
+        assert await variable(pool, "wsrep_sync_wait") == 0  # the server default
 
 
 async def test_single_server_statement_counts_are_unchanged(
@@ -89,24 +153,23 @@ def test_the_cluster_option_and_wsrep_values() -> None:
 
 
 async def test_galera_mode_creates_the_lease_table_and_reads_causally(
-    galera: MySQLSessionProvider, db: Database, lease_table: str
+    table: str, db: Database, lease_table: str
 ) -> None:
-    assert galera.cluster is Cluster.GALERA
-    assert db.query("SHOW TABLES LIKE %s", (lease_table,)) == [(lease_table,)]
-    _, rows = await galera._execute("SELECT @@wsrep_sync_wait")
-    assert int(rows[0][0]) == 1
-    statements = StatementCounter(galera)
-    for _ in range(5):  # once per connection, not once per statement
-        await galera._execute("SELECT 1")
-    assert statements.delta() == {"select": 5}
+    async with lent(table, cluster="galera") as (galera, pool):
+        assert galera.cluster is Cluster.GALERA
+        assert db.query("SHOW TABLES LIKE %s", (lease_table,)) == [(lease_table,)]
+        statements = StatementCounter(galera)
+        sid = galera.new_session_id()
+        for _ in range(5):  # set up once per connection, not once per statement
+            assert not await galera.exist(sid)
+        assert statements.delta() == {"select": 5}
+        assert await variable(pool, "wsrep_sync_wait") == 1
 
 
 async def test_causal_reads_can_be_turned_off(table: str, lease_table: str) -> None:
-    async with MySQLSessionProvider(
-        MYSQL_URL, table=table, create_table=True, gc_interval=None, cluster="galera", causal_reads=False
-    ) as p:
-        _, rows = await p._execute("SELECT @@wsrep_sync_wait")
-        assert int(rows[0][0]) == 0
+    async with lent(table, cluster="galera", causal_reads=False) as (galera, pool):
+        assert not await galera.exist(galera.new_session_id())
+        assert await variable(pool, "wsrep_sync_wait") == 0
 
 
 async def test_galera_mode_without_a_lease_table_fails_at_open_and_says_what_to_do(
@@ -165,29 +228,30 @@ async def test_a_held_lease_answers_409_and_a_lapsed_one_is_taken_over(
 
 
 async def test_a_lease_is_renewed_while_its_request_runs(
-    galera: MySQLSessionProvider, db: Database, lease_table: str
+    galera: MySQLSessionProvider, db: Database, lease_table: str, other_process: Gateway
 ) -> None:
     leases = Leases(galera.table, ttl=1.0)  # renewed every third of a second
     holder = new_holder()
-    assert await leases.claim(galera._execute, "sweep", holder)
-    async with leases.kept(galera._execute, "sweep", holder):
+    execute = other_process.execute
+    assert await leases.claim(execute, "sweep", holder)
+    async with leases.kept(execute, "sweep", holder):
         await asyncio.sleep(1.6)  # well past the 1 s lease: still held thanks to renewals
-        assert not await leases.claim(galera._execute, "sweep", new_holder())
+        assert not await leases.claim(execute, "sweep", new_holder())
         assert leases_in(db, lease_table) == [("sweep", holder)]
     assert leases.lost == 0
     assert leases_in(db, lease_table) == []
 
 
 async def test_one_sweep_at_a_time_with_the_sweep_lease(
-    galera: MySQLSessionProvider, db: Database, lease_table: str, clock: FakeClock
+    galera: MySQLSessionProvider, db: Database, lease_table: str, clock: FakeClock, other_process: Gateway
 ) -> None:
     for _ in range(3):
         await make_session(galera, n=1)
     clock.advance(galera.max_lifetime + 1)
-    other = new_holder()
-    assert await galera.leases.claim(galera._execute, "sweep", other)  # another process sweeps
+    other, leases, execute = new_holder(), Leases(galera.table, ttl=15.0), other_process.execute
+    assert await leases.claim(execute, "sweep", other)  # another process sweeps
     assert await galera.sweep(exclusive=True) is None
-    await galera.leases.release(galera._execute, "sweep", other)
+    await leases.release(execute, "sweep", other)
     statements = StatementCounter(galera)
     assert await galera.sweep(exclusive=True) == 3
     assert statements.delta() == {"insert": 1, "delete": 2}  # lease INSERT, one batch, lease DELETE

@@ -68,13 +68,21 @@ def up_records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and "is up again" in r.getMessage()]
 
 
-def host_of(conn: Any) -> str:
-    return str(conn._failover_host.label)
+def label(proxy: FaultProxy) -> str:
+    return f"127.0.0.1:{proxy.port}"
 
 
-def pooled_hosts(provider: MySQLSessionProvider) -> list[str]:
-    pool = provider._pool
-    return [host_of(c) for c in list(pool._free) + list(pool._used)]
+def pooled_on(provider: MySQLSessionProvider, proxy: FaultProxy, count: int | None = None) -> bool:
+    """Every connection of the provider's pool (``count`` of them, if given) goes through
+    ``proxy``: the proxy holds as many open connections as the pool has (the provider is the
+    proxy's only client)."""
+    size = provider.pool_state().size
+    return size > 0 and proxy.open_connections == size and (count is None or size == count)
+
+
+async def all_pooled_on(provider: MySQLSessionProvider, proxy: FaultProxy, count: int | None = None) -> None:
+    """``pooled_on``, once the proxy saw the connections the pool closed (a moment later)."""
+    await eventually(lambda: pooled_on(provider, proxy, count), f"every pooled connection on {label(proxy)}")
 
 
 @pytest.fixture
@@ -131,9 +139,9 @@ async def test_a_single_host_dsn_does_not_fail_over(
     proxies: list[FaultProxy], table: str, opened: list[MySQLSessionProvider]
 ) -> None:
     provider = await open_provider(opened, dsn_for(proxies[0].port), table)
-    assert not provider._pool.several_hosts
-    assert provider._pool.host_states() == {}
+    assert provider.pool_state().hosts == {}  # no host list, nothing to fail over between
     await bounded(round_trip(provider))
+    await all_pooled_on(provider, proxies[0])
 
 
 # -- the first host is down from the start -----------------------------------------------------
@@ -160,8 +168,8 @@ async def test_a_first_host_that_refuses_is_skipped_and_logged_once(
     )
     for _ in range(20):
         await bounded(round_trip(provider))
-    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
-    assert provider._pool.host_states() == {
+    await all_pooled_on(provider, second)
+    assert provider.pool_state().hosts == {
         f"127.0.0.1:{first_port}": False,
         f"127.0.0.1:{second.port}": True,
     }
@@ -181,7 +189,7 @@ async def test_a_first_host_that_never_answers_is_skipped_after_connect_timeout(
     took = loop.time() - began
     assert took < 1.0 + 1.0  # connect_timeout=1 for the first host, then the second answers
     await bounded(round_trip(provider))
-    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
+    await all_pooled_on(provider, second)
     first.drop_all()  # frees the silent connections the proxy holds
 
 
@@ -205,33 +213,39 @@ async def test_a_galera_node_that_is_not_ready_is_skipped(
     proxies: list[FaultProxy],
     table: str,
     opened: list[MySQLSessionProvider],
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The test server has no wsrep, and its wsrep_ready status reads OFF: a host taken for a
-    Galera node there looks exactly like a node that is not ready."""
+    """The first host says it is a Galera node (its proxy answers the question for it); the
+    test server has no wsrep, so its wsrep_ready status does not read ON: a node that is not
+    ready."""
     first, second = proxies[0], proxies[1]
-    real_init = pool_module._Host.__init__
-
-    def as_galera(self: Any, index: int, host: str, port: int) -> None:
-        real_init(self, index, host, port)
-        if port == first.port:
-            self.wsrep = True
-
-    monkeypatch.setattr(pool_module._Host, "__init__", as_galera)
+    asked = b"SHOW VARIABLES LIKE 'wsrep_on'"
+    first.rewrite(asked, b"SELECT 'wsrep_on', 'ON'".ljust(len(asked)))
     caplog.set_level(logging.INFO, logger=LOGGER)
     provider = await open_provider(opened, dsn_for(first.port, second.port), table)
     await bounded(round_trip(provider))
-    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
+    await all_pooled_on(provider, second)
     assert "not ready" in down_records(caplog)[0]
 
 
 async def test_a_server_without_wsrep_is_asked_once_per_host_and_statement_counts_do_not_change(
     proxies: list[FaultProxy], table: str, opened: list[MySQLSessionProvider]
 ) -> None:
+    asked = [0, 0]  # how often each host was asked whether it is a Galera node
+
+    def counter(i: int) -> Callable[[], None]:
+        def count() -> None:
+            asked[i] += 1
+
+        return count
+
+    for i, proxy in enumerate(proxies[:2]):
+        proxy.on_request(b"SHOW VARIABLES LIKE 'wsrep_on'", counter(i), once=False)
     provider = await open_provider(opened, dsn_for(proxies[0].port, proxies[1].port), table)
-    hosts = provider._pool._hosts
-    assert hosts[0].wsrep is False and hosts[1].wsrep is None  # the second was never needed
+    sid = provider.new_session_id()
+    await bounded(asyncio.gather(*(provider.exist(sid) for _ in range(4))))  # 4 connections
+    assert provider.pool_state().size == 4
+    assert asked == [1, 0]  # once for the first host, not per connection; the second never needed
     before = dict(provider.statements)
     sid = provider.new_session_id()
     store = await bounded(provider.read(sid))
@@ -265,7 +279,7 @@ async def test_a_host_cut_mid_run_is_left_and_used_again_in_listed_order_after_i
         store["n"] = 0
         await bounded(store.release())
     await bounded(asyncio.gather(*(provider.exist(sid) for sid in sids)))  # 4 connections pooled
-    assert pooled_hosts(provider) == [f"127.0.0.1:{first.port}"] * 4
+    await all_pooled_on(provider, first, 4)
 
     failures: list[str] = []
     stop = asyncio.Event()
@@ -292,16 +306,13 @@ async def test_a_host_cut_mid_run_is_left_and_used_again_in_listed_order_after_i
     await asyncio.sleep(0.5)
     assert len(failures) == settled, failures[settled:]
     assert first.open_connections == 0
-    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
+    await all_pooled_on(provider, second)
     assert len(down_records(caplog)) == 1 and observer.hosts == [f"127.0.0.1:{first.port}"]
 
     accepted = first.accepted
     first.heal()
     # After its backoff it is tried again, and in listed order the pool moves back to it.
-    await eventually(
-        lambda: set(pooled_hosts(provider)) == {f"127.0.0.1:{first.port}"},
-        "every connection on the first host",
-    )
+    await all_pooled_on(provider, first)
     assert first.accepted > accepted
     await eventually(lambda: second.open_connections == 0, "the second host's connections closed")
     stop.set()
@@ -312,27 +323,49 @@ async def test_a_host_cut_mid_run_is_left_and_used_again_in_listed_order_after_i
         assert (await bounded(provider.read(sid)))["n"] >= 1
 
 
+class DownAt(SessionObserver):
+    """When a host was marked down, and how many connections its proxy had accepted then."""
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        self.down: list[tuple[float, int]] = []
+
+    def failover(self, host: str) -> None:
+        self.down.append((asyncio.get_running_loop().time(), self.proxy.accepted))
+
+
 async def test_a_host_that_stays_down_is_retried_with_a_growing_backoff(
     proxies: list[FaultProxy], table: str, opened: list[MySQLSessionProvider], fast_backoff: None
 ) -> None:
     first, second = proxies[0], proxies[1]
-    provider = await open_provider(opened, dsn_for(first.port, second.port), table)
+    observer = DownAt(first)
+    provider = await open_provider(opened, dsn_for(first.port, second.port), table, observer=observer)
     first.refuse(True)
     first.drop_all()
-    host = provider._pool._hosts[0]
+    # Each connection the first host's proxy accepts (and refuses) from here on is a retry.
+    retries: list[float] = []
     failed = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + BOUND
-    while host.failures < 3 and loop.time() < deadline:
+    while len(retries) < 3 and loop.time() < deadline:
         try:
             await bounded(round_trip(provider))
         except SessionBackendError:
             failed += 1
+        if observer.down:
+            retries += [loop.time()] * (first.accepted - observer.down[0][1] - len(retries))
         await asyncio.sleep(0.01)
-    assert host.failures >= 3 and host.down
+    assert len(observer.down) == 1 and len(retries) >= 3, (observer.down, retries)
+    assert provider.pool_state().hosts[label(first)] is False  # still down
     assert failed <= 1  # at most the request that met the cut
-    assert 0 < host.retry_at - loop.time() <= pool_module.BACKOFF_MAX
-    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
+    # Retried after the first backoff, then after longer ones up to the longest (a round
+    # trip of slack: a retry is the next connection opened once its backoff has passed).
+    down_at = observer.down[0][0]
+    waits = [b - a for a, b in zip([down_at, *retries[:-1]], retries, strict=True)]
+    first_backoff, longest = pool_module.BACKOFF_FIRST, pool_module.BACKOFF_MAX
+    assert first_backoff * 0.9 <= waits[0] < longest * 0.9, waits
+    assert all(longest * 0.9 <= wait <= longest + 0.4 for wait in waits[1:]), waits
+    await all_pooled_on(provider, second)
 
 
 # -- random order -----------------------------------------------------------------------------
@@ -364,7 +397,14 @@ async def test_random_order_skips_a_host_that_is_down(
     dsn = dsn_for(*(p.port for p in proxies), options="&pool_min=20&pool_max=20&host_order=random")
     provider = await open_provider(opened, dsn, table)
     assert proxies[1].accepted <= 1  # tried once at most, then skipped for its backoff
-    assert sum(host == f"127.0.0.1:{proxies[1].port}" for host in pooled_hosts(provider)) == 0
+    assert provider.pool_state().size == 20
+    await eventually(
+        lambda: (
+            proxies[1].open_connections == 0
+            and proxies[0].open_connections + proxies[2].open_connections == 20
+        ),
+        "every pooled connection on the first or the third host",
+    )
     assert proxies[0].accepted + proxies[2].accepted == 20
 
 
@@ -389,7 +429,7 @@ async def test_a_read_whose_connection_dies_runs_once_more_on_the_next_host_a_wr
     before = dict(provider.statements)
     assert dict(await bounded(provider.read(sid))) == {"n": 1}  # served by the second host
     assert provider.statements["select"] - before.get("select", 0) == 1  # counted once: it ran once
-    assert set(pooled_hosts(provider)) == {f"127.0.0.1:{second.port}"}
+    await all_pooled_on(provider, second)
 
     third = proxies[2]
     provider = await open_provider(opened, dsn_for(third.port, second.port), table)

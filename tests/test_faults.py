@@ -13,11 +13,11 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import MYSQL_URL, assert_no_connection_checked_out
+from conftest import MYSQL_URL, WatchdogTimers, assert_no_connection_checked_out
 from conftest import eventually as wait_until
 from faultproxy import FaultProxy, send
 
@@ -57,10 +57,6 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
     await wait_until(condition, what, BOUND)
 
 
-def pool_of(provider: MySQLSessionProvider) -> Any:
-    return provider._pool
-
-
 def backend_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
 
@@ -85,11 +81,48 @@ async def works(provider: MySQLSessionProvider) -> None:
 
 
 async def fill_pool(provider: MySQLSessionProvider) -> None:
-    """Leave pool_max (4) established connections in the pool."""
-    async with contextlib.AsyncExitStack() as held:
-        for _ in range(4):
-            await bounded(held.enter_async_context(provider._connection()))
-    assert pool_of(provider).freesize == 4
+    """Leave pool_max (4) established connections in the pool: four statements in one turn
+    find one idle connection, so three of them open one each."""
+    sid = provider.new_session_id()
+    assert await bounded(asyncio.gather(*(provider.exist(sid) for _ in range(4)))) == [False] * 4
+    state = provider.pool_state()
+    assert state.size == state.free == 4
+
+
+@contextlib.asynccontextmanager
+async def connection_held(provider: MySQLSessionProvider) -> AsyncIterator[None]:
+    """One connection checked out meanwhile: a serialized request of another task holds it
+    (the session lock of a live session is held on a pooled connection)."""
+    sid = await make_session(provider, holder=True)
+    holding, done = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with provider.session_lock(sid, BOUND) as held:
+            assert held
+            holding.set()
+            await done.wait()
+
+    task = asyncio.ensure_future(hold())
+    try:
+        await bounded(holding.wait())
+        assert provider.pool_state().in_use == 1
+        yield
+    finally:
+        done.set()
+        await bounded(task)
+
+
+class OpenChecks:
+    """How often the provider ran what ``open()`` runs (cluster detection, the table check),
+    counted as the statements pass through the proxy."""
+
+    def __init__(self, proxy: FaultProxy) -> None:
+        self.count = 0
+        proxy.on_request(b"information_schema.COLUMNS", self._seen, once=False)
+        proxy.on_request(b"@@wsrep_on", self._seen, once=False)
+
+    def _seen(self) -> None:
+        self.count += 1
 
 
 @pytest.fixture
@@ -121,14 +154,14 @@ async def test_open_raises_backend_error_when_the_server_never_answers(proxy: Fa
     with pytest.raises(SessionBackendError):
         await bounded(provider.open())
     assert not provider.is_open
-    assert provider._pool is None
+    assert provider.pool_state().size == 0  # no pool kept, and no connection
 
 
 async def test_read_raises_backend_error_when_new_connections_are_never_answered(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:
-    proxy.blackhole(True)
-    async with provider._connection():  # the pooled connection is busy: the read needs a new one
+    async with connection_held(provider):  # the pooled connection is busy: the read needs a new one
+        proxy.blackhole(True)
         with pytest.raises(SessionBackendError):
             await bounded(provider.read(provider.new_session_id()))
     assert_no_connection_checked_out(provider)
@@ -152,14 +185,15 @@ async def test_a_connection_attempt_given_up_in_the_handshake_is_closed(
 async def test_provider_recovers_by_itself_once_the_server_answers_again(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:
-    pool = pool_of(provider)
+    before = OpenChecks(proxy)
     proxy.blackhole(True)
     proxy.drop_all()
     with pytest.raises(SessionBackendError):
         await bounded(provider.read(provider.new_session_id()))
     proxy.heal()
+    after = OpenChecks(proxy)  # heal() removed the first one's triggers
     await works(provider)
-    assert pool_of(provider) is pool and provider.is_open
+    assert provider.is_open and before.count == after.count == 0  # it was never opened again
     assert_no_connection_checked_out(provider)
 
 
@@ -183,18 +217,19 @@ async def test_after_idle_connections_are_dropped_the_next_operation_fails_clean
 async def test_dead_pooled_connections_are_discarded_and_the_provider_recovers_without_reopening(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:
-    pool = pool_of(provider)
     await fill_pool(provider)
+    before = OpenChecks(proxy)
     proxy.drop_all()
     # This one may fail (a dead connection taken before its EOF was seen) or reconnect.
     with contextlib.suppress(SessionBackendError):
         await bounded(provider.read(provider.new_session_id()))
     proxy.heal()
+    after = OpenChecks(proxy)  # heal() removed the first one's triggers
     # From here on every operation succeeds: no dead connection is handed out again.
     for _ in range(6):
         await works(provider)
     await bounded(asyncio.gather(*(works(provider) for _ in range(4))))
-    assert pool_of(provider) is pool and provider.is_open
+    assert provider.is_open and before.count == after.count == 0  # it was never opened again
     assert_no_connection_checked_out(provider)
 
 
@@ -224,17 +259,19 @@ async def test_a_stalled_read_times_out_with_backend_error_and_its_connection_is
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:
     sid = await make_session(provider, a=1)
-    pool = pool_of(provider)
-    [stalled_conn] = list(pool._free)
+    # One connection, pooled and idle: the one the read takes.
+    assert provider.pool_state().size == provider.pool_state().free == 1 == proxy.open_connections
+    accepted = proxy.accepted
     proxy.stall_reads(True)
     with pytest.raises(SessionBackendError):
         await bounded(provider.read(sid))
     assert_no_connection_checked_out(provider)
-    assert stalled_conn.closed
-    assert stalled_conn not in pool._free
+    assert provider.pool_state().size == 0  # not put back
+    await eventually(lambda: proxy.open_connections == 0, "the stalled connection was closed")
     proxy.heal()
     assert dict(await bounded(provider.read(sid))) == {"a": 1}
-    assert stalled_conn not in pool._free and stalled_conn not in pool._used
+    assert proxy.accepted == accepted + 1  # read on a new connection, not the stalled one
+    assert provider.pool_state().size == proxy.open_connections == 1
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
@@ -254,30 +291,36 @@ async def test_a_timed_out_statement_takes_back_its_own_cancellation(
     assert_no_connection_checked_out(provider)
 
 
-async def test_the_deadline_timer_stops_once_nothing_is_in_flight(provider: MySQLSessionProvider) -> None:
+async def test_the_deadline_timer_stops_once_nothing_is_in_flight(
+    provider: MySQLSessionProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timers = WatchdogTimers(asyncio.get_running_loop(), monkeypatch)
     await works(provider)
+    assert timers.scheduled  # the statements were bounded by it
     # One timer serves every statement while any is in flight; an idle provider has none.
-    await eventually(lambda: provider._watchdog._timer is None, "the deadline timer stopped")
+    await eventually(lambda: not timers.running, "the deadline timer stopped")
 
 
 async def test_cancelling_a_read_mid_statement_leaves_nothing_checked_out(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:
     sid = await make_session(provider, a=1)
-    pool = pool_of(provider)
+    assert provider.pool_state().size == proxy.open_connections == 1
     proxy.stall_reads(True)
-    before = proxy.bytes_up
+    before, accepted = proxy.bytes_up, proxy.accepted
     task = asyncio.ensure_future(provider.read(sid))
     await eventually(lambda: proxy.bytes_up > before, "the SELECT reached the server")
-    assert len(pool._used) == 1
-    [conn] = list(pool._used)
+    assert provider.pool_state().in_use == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await bounded(task)
     assert_no_connection_checked_out(provider)
-    assert conn.closed  # its answer is still on the way: it must never be reused
+    # Its answer is still on the way: it must never be reused, so it was closed.
+    assert provider.pool_state().size == 0
+    await eventually(lambda: proxy.open_connections == 0, "the cancelled read's connection was closed")
     proxy.heal()
     assert dict(await bounded(provider.read(sid))) == {"a": 1}
+    assert proxy.accepted == accepted + 1  # read on a new connection
     await works(provider)
     assert_no_connection_checked_out(provider)
 
@@ -316,8 +359,8 @@ async def test_close_returns_while_the_background_sweep_is_stuck_mid_delete(
     deleting = stall_on(proxy, b"DELETE FROM")
     provider = MySQLSessionProvider(proxied_dsn(proxy), table=table, create_table=True, gc_interval=0.05)
     await bounded(provider.open())
-    assert provider._sweeper is not None and provider._sweeper._task is not None
-    sweeper = provider._sweeper._task
+    assert provider.sweeper is not None and provider.sweeper.task is not None
+    sweeper = provider.sweeper.task
     try:
         await bounded(deleting.wait())
         await bounded(provider.close())

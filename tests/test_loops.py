@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from conftest import MYSQL_URL, Database
+from conftest import MYSQL_URL, Database, StatementCounter
 
 from asgi_mysql_session import MySQLSessionProvider, SessionConfigError, SessionMiddleware
 from asgi_mysql_session.loops import async_library, require_asyncio
@@ -55,7 +55,7 @@ def test_testclient_without_with_runs_each_request_on_a_new_loop(sync_table: str
         assert client.get("/incr").json() == {"n": n}
     assert client.get("/view").json() == {"session": {"n": 5}}
     # Each loop's shutdown closed the provider with it: nothing is open, nothing leaked.
-    assert not provider.is_open and provider._pool is None
+    assert not provider.is_open and provider.pool_state().size == 0
     gc.collect()  # a leaked aiomysql connection would warn now (warnings are errors)
     [(count,)] = db.query(f"SELECT COUNT(*) FROM `{sync_table}`")
     assert count == 1
@@ -65,9 +65,12 @@ def test_testclient_with_lifespan_keeps_one_provider_open(sync_table: str) -> No
     provider = MySQLSessionProvider(MYSQL_URL, table=sync_table, create_table=True, gc_interval=None)
     with TestClient(session_app(provider)) as client:
         assert client.get("/incr").json() == {"n": 1}
-        pool = provider._pool
+        state, statements = provider.pool_state(), StatementCounter(provider)
         assert client.get("/incr").json() == {"n": 2}
-        assert provider._pool is pool
+        # The same pool, not a reopened one: no connection opened, no open-time check run
+        # (the request's own read and write are all it sent).
+        assert provider.is_open and provider.pool_state() == state
+        assert statements.delta() == {"select": 1, "update": 1}
     assert not provider.is_open
 
 

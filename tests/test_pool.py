@@ -14,13 +14,13 @@ from asgi_mysql_session import MySQLSessionProvider
 from asgi_mysql_session.pool import ConnectionPool
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[ConnectionPool]:
+def new_pool(recycle: float = 3600) -> ConnectionPool:
+    """At least one connection (once filled), at most two, to the test server."""
     parts = urlsplit(MYSQL_URL)
-    connection_pool = ConnectionPool(
+    return ConnectionPool(
         1,
         2,
-        3600,
+        recycle,
         host=parts.hostname,
         port=parts.port or 3306,
         user=parts.username or "root",
@@ -28,6 +28,11 @@ async def pool() -> AsyncIterator[ConnectionPool]:
         db=parts.path.lstrip("/"),
         **MySQLSessionProvider.connect_kwargs(),
     )
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ConnectionPool]:
+    connection_pool = new_pool()
     await connection_pool.fill()
     yield connection_pool
     connection_pool.terminate()
@@ -91,25 +96,21 @@ async def test_a_place_kept_for_a_cancelled_waiter_passes_to_the_next(pool: Conn
 
 
 async def test_churn_never_opens_more_than_maxsize(pool: ConnectionPool) -> None:
-    opened = 0
-    real_open = pool._open
-
-    async def counting_open() -> object:
-        nonlocal opened
-        opened += 1
-        return await real_open()
-
-    pool._open = counting_open  # type: ignore[method-assign]
+    handed_out: list[object] = []  # every connection acquired (kept, so none is collected)
 
     async def user() -> None:
         for _ in range(20):
             conn = await pool.acquire()
+            assert not conn.closed
+            handed_out.append(conn)
             await asyncio.sleep(0)
             pool.release(conn)
 
     # One user more than connections: a release often empties the queue of waiters.
     await asyncio.wait_for(asyncio.gather(*(user() for _ in range(3))), 30)
-    assert opened <= 1  # the fixture opened one; at most one more may ever be opened
+    # Every connection opened is handed to the one who opened it: the fixture's and at most
+    # one more were ever opened.
+    assert len({id(conn) for conn in handed_out}) <= 2
     assert pool.size == pool.freesize == 2
 
 
@@ -141,7 +142,9 @@ async def test_a_waiter_cancelled_as_it_is_served_gives_the_connection_back(pool
     waiting.cancel()  # ...which is cancelled before it runs
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert not pool._used - {second} and first in pool._free
+    assert pool.in_use == 1 and pool.freesize == 1 and pool.size == 2  # only second is out
+    assert await pool.acquire() is first  # back in the pool, and handed out again
+    pool.release(first)
     pool.release(second)
 
 
@@ -204,24 +207,18 @@ async def test_an_attempt_abandoned_in_the_handshake_is_closed_and_frees_its_pla
         silent.terminate()
 
 
-async def test_a_connection_older_than_recycle_is_replaced(pool: ConnectionPool) -> None:
-    old = await pool.acquire()
-    await (await old.cursor()).execute("SELECT 1")  # stamps its last use
-    pool.release(old)
-    pool._recycle = 0.05
-    await asyncio.sleep(0.1)
-    fresh = await pool.acquire()
-    assert fresh is not old and old.closed and not fresh.closed
-    pool.release(fresh)
-    again = await pool.acquire()  # used just now: kept
-    assert again is fresh
-    pool.release(again)
-
-
-async def test_a_statement_marks_its_connection_as_just_used(provider: MySQLSessionProvider) -> None:
-    pool = provider._pool
-    conn = pool._free[-1]  # the one the next statement takes
-    conn._last_usage -= 1000  # idle for a while, but within pool_recycle (3600 s)
-    await provider.exist(provider.new_session_id())
-    assert pool._free[-1] is conn
-    assert asyncio.get_running_loop().time() - conn._last_usage < 5  # its idle time starts anew
+async def test_a_connection_older_than_recycle_is_replaced() -> None:
+    pool = new_pool(recycle=0.05)
+    try:
+        old = await pool.acquire()
+        await (await old.cursor()).execute("SELECT 1")  # stamps its last use
+        pool.release(old)
+        await asyncio.sleep(0.1)
+        fresh = await pool.acquire()
+        assert fresh is not old and old.closed and not fresh.closed
+        pool.release(fresh)
+        again = await pool.acquire()  # used just now: kept
+        assert again is fresh
+        pool.release(again)
+    finally:
+        pool.terminate()

@@ -88,8 +88,7 @@ class Harness:
         """Run one example against an empty table."""
         self.db.query(f"DELETE FROM `{self.table}`")
         result = self.run(coro)
-        pool = self.provider._pool
-        assert pool is None or not pool._used, "a connection is still checked out"
+        assert not self.provider.pool_state().in_use, "a connection is still checked out"
         return result
 
     def rows(self) -> dict[str, tuple[object, ...]]:

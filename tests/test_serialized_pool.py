@@ -21,7 +21,7 @@ from sessionapp import make_app
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from asgi_mysql_session import MySQLSessionProvider
+from asgi_mysql_session import MySQLSessionProvider, SessionLockTimeout
 
 ATTACKERS = 12  # more than the default pool of 10
 
@@ -89,7 +89,7 @@ async def test_made_up_ids_on_a_serialized_path_never_starve_other_sessions(
         async with trickling(url, made_up), httpx.AsyncClient(base_url=url) as http:
             # Each made-up id: one statement that finds it is not live, then the usual read.
             await until(lambda: provider.statements["select"] >= selects + 2 * ATTACKERS)
-            assert provider._pool._used == set(), "a made-up id holds a connection"  # type: ignore[union-attr]
+            assert provider.pool_state().in_use == 0, "a made-up id holds a connection"
             http.cookies.set("session", user)
             read = await http.get("/read")
             assert (read.status_code, read.json()) == (200, {"user": "ada"})
@@ -107,8 +107,7 @@ async def test_lock_holders_never_take_the_connections_ordinary_requests_need(
         trickling(url, live) as readers,
         httpx.AsyncClient(base_url=url) as http,
     ):
-        pool = provider._pool
-        await until(lambda: len(pool._used) == 5)  # type: ignore[union-attr]
+        await until(lambda: provider.pool_state().in_use == 5)
         http.cookies.set("session", user)
         for _ in range(3):
             read = await http.get("/read")
@@ -116,11 +115,40 @@ async def test_lock_holders_never_take_the_connections_ordinary_requests_need(
         # The rest waited for a lock connection and were told to retry, not hung.
         answers = [await asyncio.wait_for(r.read(200), 5) for r in readers[5:]]
         assert all(a.startswith(b"HTTP/1.1 409") for a in answers), answers
-        assert len(pool._used) == 5  # type: ignore[union-attr]
+        assert provider.pool_state().in_use == 5
 
 
-async def test_the_lock_cap_is_half_the_pool_or_what_is_configured(table: str) -> None:
-    provider = MySQLSessionProvider(f"{MYSQL_URL}?pool_max=4", table=table, gc_interval=None)
-    assert provider._lock_semaphore()._value == 2
-    provider = MySQLSessionProvider(MYSQL_URL, table=table, gc_interval=None, lock_connections=3)
-    assert provider._lock_semaphore()._value == 3
+async def locks_held_at_once(provider: MySQLSessionProvider, sessions: int) -> int:
+    """How many of ``sessions`` live sessions hold their lock at once when all of them ask
+    (the others give up waiting for a lock connection after their timeout)."""
+    sids = [await make_session(provider, n=i) for i in range(sessions)]
+    done = asyncio.Event()
+    held: list[str] = []
+
+    async def hold(sid: str) -> None:
+        async with provider.session_lock(sid, 0.5) as locked:
+            assert locked
+            held.append(sid)
+            await done.wait()
+
+    tasks = [asyncio.ensure_future(hold(sid)) for sid in sids]
+    try:
+        await until(lambda: len(held) + sum(task.done() for task in tasks) == sessions)
+        assert provider.pool_state().in_use == len(held)  # each holder on a connection of its own
+        return len(held)
+    finally:
+        done.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(r is None or isinstance(r, SessionLockTimeout) for r in results), results
+        assert sum(isinstance(r, SessionLockTimeout) for r in results) == sessions - len(held)
+
+
+async def test_the_lock_cap_is_half_the_pool_or_what_is_configured(table: str, clock: FakeClock) -> None:
+    async with MySQLSessionProvider(
+        f"{MYSQL_URL}?pool_max=4", table=table, create_table=True, clock=clock, gc_interval=None
+    ) as provider:
+        assert await locks_held_at_once(provider, 4) == 2
+    async with MySQLSessionProvider(
+        MYSQL_URL, table=table, clock=clock, gc_interval=None, lock_connections=3
+    ) as provider:
+        assert await locks_held_at_once(provider, 5) == 3

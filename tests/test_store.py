@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from conftest import Database, FakeClock, StatementCounter, is_tombstone, key_of, make_session, row_count
 
@@ -586,14 +588,14 @@ async def test_a_new_store_mints_its_id_only_when_it_is_first_needed(
     provider: MySQLSessionProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     minted: list[str] = []
-    mint = provider.new_session_id
+    mint = secrets.token_urlsafe  # what every session id is drawn from
 
-    def counting() -> str:
-        minted.append(mint())
+    def counting(nbytes: int | None = None) -> str:
+        minted.append(mint(nbytes))
         return minted[-1]
 
-    monkeypatch.setattr(provider, "new_session_id", counting)
-    store = SessionStore(provider)
+    monkeypatch.setattr(secrets, "token_urlsafe", counting)
+    store = provider.new_session()
     store["a"] = 1
     await store.regenerate()  # nothing stored, nothing seen: still nothing to mint
     assert minted == []

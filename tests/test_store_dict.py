@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import StatementCounter, make_session
+from sessionapp import client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
-from asgi_mysql_session import MySQLSessionProvider, SaveResult, SessionNotLoaded, SessionStore
+from asgi_mysql_session import (
+    MySQLSessionProvider,
+    SaveResult,
+    SessionMiddleware,
+    SessionNotLoaded,
+    SessionStore,
+)
 
 
 async def loaded(provider: MySQLSessionProvider, **values: Any) -> SessionStore:
@@ -103,30 +115,51 @@ async def test_modified_is_settable_as_in_starlette(provider: MySQLSessionProvid
     assert store.accessed
 
 
+#: Every way to read or change the data.
+USES: dict[str, Callable[[SessionStore], object]] = {
+    "getitem": lambda store: store["a"],
+    "get": lambda store: store.get("a"),
+    "len": lambda store: len(store),
+    "iter": lambda store: list(store),
+    "contains": lambda store: "a" in store,
+    "keys": lambda store: store.keys(),
+    "values": lambda store: store.values(),
+    "items": lambda store: store.items(),
+    "copy": lambda store: store.copy(),
+    "json": lambda store: json.dumps(store),
+    "update": lambda store: store.update(a=1),
+    "pop": lambda store: store.pop("a", None),
+    "popitem": lambda store: store.popitem(),
+    "setdefault": lambda store: store.setdefault("a", 1),
+    "clear": lambda store: store.clear(),
+    "ior": lambda store: store.__ior__({"a": 1}),
+    "dict": lambda store: dict(store),
+}
+
+
 async def test_a_blocked_store_refuses_every_method(provider: MySQLSessionProvider) -> None:
-    store = SessionStore(provider, "")
-    store._block(SessionNotLoaded("not loaded"))
-    for use in (
-        lambda: store["a"],
-        lambda: store.get("a"),
-        lambda: len(store),
-        lambda: list(store),
-        lambda: "a" in store,
-        lambda: store.keys(),
-        lambda: store.values(),
-        lambda: store.items(),
-        lambda: store.copy(),
-        lambda: json.dumps(store),
-        lambda: store.update(a=1),
-        lambda: store.pop("a", None),
-        lambda: store.popitem(),
-        lambda: store.setdefault("a", 1),
-        lambda: store.clear(),
-        lambda: store.__ior__({"a": 1}),
-        lambda: dict(store),
-    ):
-        with pytest.raises(SessionNotLoaded):
-            use()
+    """In lazy mode a route's store is blocked until ``load_session``: every method that reads
+    or changes the data refuses, none answers as if the session were empty."""
+    refused: dict[str, bool] = {}
+
+    async def route(request: Request) -> Response:
+        for name, use in USES.items():
+            try:
+                use(request.session)  # type: ignore[arg-type]
+            except SessionNotLoaded:
+                refused[name] = True
+            else:
+                refused[name] = False
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", route)])
+    app.add_middleware(SessionMiddleware, provider=provider, lazy=True)
+    sid = await make_session(provider, a=1)
+    async with client(app) as http:
+        response = await http.get("/", headers={"cookie": f"session={sid}"})
+    assert response.status_code == 200
+    assert refused == dict.fromkeys(USES, True)
+    assert dict(await provider.read(sid)) == {"a": 1}  # and nothing was written
 
 
 async def test_clear_then_set_still_starts_a_new_session(provider: MySQLSessionProvider) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from conftest import MYSQL_URL, Database, FakeClock
+from conftest import MYSQL_URL, Database, FakeClock, new_gateway, table_on
 
 from asgi_mysql_session import ExpirySweeper, MySQLSessionProvider
 
@@ -19,6 +19,12 @@ async def expired_sessions(provider: MySQLSessionProvider, clock: FakeClock, cou
     clock.advance(provider.max_lifetime)
 
 
+def sweep_lock(table: str) -> str:
+    """The named lock every process sweeping ``table`` takes (another worker's, here): the
+    one a ``SessionTable`` of that table on the same database names."""
+    return table_on(new_gateway(), table).lock_name()
+
+
 async def wait_until(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     """Poll a condition with a bound, so a broken sweeper fails instead of hanging."""
     async with asyncio.timeout(seconds):
@@ -29,33 +35,36 @@ async def wait_until(condition, seconds: float = 10.0) -> None:  # type: ignore[
 async def test_open_starts_the_sweeper_and_close_stops_it(table: str, clock: FakeClock) -> None:
     provider = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=0.02)
     async with provider:
-        sweeper = provider._sweeper
+        sweeper = provider.sweeper
         assert sweeper is not None and sweeper.running
         await expired_sessions(provider, clock, 3)
         await wait_until(lambda: sweeper.rows == 3)
-    assert not sweeper.running and provider._sweeper is None
+    assert not sweeper.running and provider.sweeper is None
 
 
 async def test_no_sweeper_when_the_interval_is_none(provider: MySQLSessionProvider) -> None:
-    assert provider._sweeper is None
+    assert provider.sweeper is None
 
 
 async def test_only_one_process_sweeps_at_a_time(
     provider: MySQLSessionProvider, clock: FakeClock, db: Database, table: str
 ) -> None:
     await expired_sessions(provider, clock, 4)
-    db.query("SELECT GET_LOCK(%s, 0)", (provider.lock_name(),))  # another worker is sweeping
+    lock = sweep_lock(table)
+    db.query("SELECT GET_LOCK(%s, 0)", (lock,))  # another worker is sweeping
     sweeper = ExpirySweeper(provider, interval=3600)
     assert await sweeper.sweep_once() is None
     assert db.query(f"SELECT COUNT(*) FROM `{table}`") == [(4,)]
-    db.query("SELECT RELEASE_LOCK(%s)", (provider.lock_name(),))
+    db.query("SELECT RELEASE_LOCK(%s)", (lock,))
     assert await sweeper.sweep_once() == 4
     assert db.query(f"SELECT COUNT(*) FROM `{table}`") == [(0,)]
 
 
-async def test_the_lock_is_released_after_a_sweep(provider: MySQLSessionProvider, db: Database) -> None:
+async def test_the_lock_is_released_after_a_sweep(
+    provider: MySQLSessionProvider, db: Database, table: str
+) -> None:
     await ExpirySweeper(provider, interval=3600).sweep_once()
-    assert db.query("SELECT IS_FREE_LOCK(%s)", (provider.lock_name(),)) == [(1,)]
+    assert db.query("SELECT IS_FREE_LOCK(%s)", (sweep_lock(table),)) == [(1,)]
 
 
 async def test_a_failed_sweep_is_logged_and_retried_next_interval(
@@ -63,7 +72,7 @@ async def test_a_failed_sweep_is_logged_and_retried_next_interval(
 ) -> None:
     provider = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=0.02)
     async with provider:
-        sweeper = provider._sweeper
+        sweeper = provider.sweeper
         assert sweeper is not None
         await expired_sessions(provider, clock, 2)
         db.query(f"RENAME TABLE `{table}` TO `{table}_away`")  # every sweep now fails

@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 import pytest
+from conftest import WatchdogTimers
 
 from asgi_mysql_session.watchdog import Watchdog
 
@@ -57,18 +58,24 @@ async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
-async def test_a_cancellation_arriving_with_the_deadline_is_not_swallowed() -> None:
-    watchdog = Watchdog()
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(bounded_statement(watchdog, 0.05, BOUND))
-    await asyncio.sleep(0)  # the task is armed and waiting
-    watchdog.close()  # its timer is driven by hand below
-    await asyncio.sleep(0.06)
+async def test_a_cancellation_arriving_with_the_deadline_is_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timers = WatchdogTimers(asyncio.get_running_loop(), monkeypatch)
+    task = asyncio.ensure_future(bounded_statement(Watchdog(), 0.05, BOUND))
+    cancelled_too = False
+
+    def cancel_from_outside() -> None:
+        nonlocal cancelled_too
+        if task.cancelling() and not cancelled_too:  # the deadline fired in this very callback
+            cancelled_too = True
+            task.cancel()
+
     # The deadline fires and a cancellation comes from outside, in the same loop turn.
-    watchdog._check(loop)
-    task.cancel()
+    timers.after = cancel_from_outside
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, BOUND)
+    assert cancelled_too
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
@@ -93,10 +100,11 @@ async def test_a_task_already_bounded_keeps_its_outer_deadline() -> None:
     assert not watchdog.expired(outer)
 
 
-async def test_the_timer_runs_only_while_something_is_in_flight() -> None:
+async def test_the_timer_runs_only_while_something_is_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    timers = WatchdogTimers(asyncio.get_running_loop(), monkeypatch)
     watchdog = Watchdog()
-    assert watchdog._timer is None
+    assert not timers.running
     assert await bounded_statement(watchdog, 0.05, 0.01) == "done"
-    assert watchdog._timer is not None  # armed by the statement; it stops at its next tick
+    assert timers.running  # armed by the statement; it stops at its next tick
     await asyncio.sleep(0.02)
-    assert watchdog._timer is None
+    assert not timers.running

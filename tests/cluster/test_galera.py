@@ -25,6 +25,8 @@ from starlette.routing import Route
 from asgi_mysql_session import MySQLSessionProvider, SessionMiddleware, regenerate_session, sql
 from asgi_mysql_session.cli import main
 from asgi_mysql_session.coordination import Cluster
+from asgi_mysql_session.dsn import parse_dsn
+from asgi_mysql_session.pool import ConnectionPool
 
 
 @pytest.fixture
@@ -38,15 +40,63 @@ def tables(table: str) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def providers(table: str, **options: Any) -> AsyncIterator[list[MySQLSessionProvider]]:
-    """One provider per node, node 1's first (it creates the tables)."""
+async def providers(
+    table: str, pools: list[ConnectionPool] | None = None, **options: Any
+) -> AsyncIterator[list[MySQLSessionProvider]]:
+    """One provider per node, node 1's first (it creates the tables); on ``pools`` (one per
+    node, see ``lent_pools``) if given, else on pools of their own."""
     options.setdefault("gc_interval", None)
     async with AsyncExitStack() as stack:
         opened = []
-        for url in URLS:
-            p = MySQLSessionProvider(url, table=table, create_table=True, **options)
+        for i, url in enumerate(URLS):
+            where: dict[str, Any] = {"pool": pools[i]} if pools is not None else {"dsn": url}
+            p = MySQLSessionProvider(**where, table=table, create_table=True, **options)
             opened.append(await stack.enter_async_context(p))
         yield opened
+
+
+@asynccontextmanager
+async def lent_pools(size: int = 10, settings: str = "") -> AsyncIterator[list[ConnectionPool]]:
+    """One pool per node, of up to ``size`` connections, that the test lends to its providers:
+    the test can then look at their connections, or set them up with session ``settings``
+    of its own (``", SESSION name = value"``) on top of what the provider needs."""
+    kwargs = MySQLSessionProvider.connect_kwargs()
+    kwargs["init_command"] += ", SESSION innodb_lock_wait_timeout = 5" + settings  # as a DSN's pool
+    pools = []
+    for url in URLS:
+        dsn = parse_dsn(url)
+        pools.append(
+            ConnectionPool(
+                1,
+                size,
+                3600,
+                host=dsn.host,
+                port=dsn.port,
+                user=dsn.user,
+                password=dsn.password,
+                db=dsn.database,
+                connect_timeout=dsn.connect_timeout,
+                **kwargs,
+            )
+        )
+    try:
+        yield pools
+    finally:
+        for pool in pools:
+            pool.close()
+            await asyncio.wait_for(pool.wait_closed(), 10)
+
+
+async def variable(pool: ConnectionPool, name: str) -> int:
+    """A session variable of a connection of ``pool`` (its only one, with ``size=1``)."""
+    conn = await pool.acquire()
+    try:
+        cursor = await conn.cursor()
+        await cursor.execute(f"SELECT @@{name}")
+        [(value,)] = await cursor.fetchall()
+    finally:
+        pool.release(conn)
+    return int(value)
 
 
 # -- a small app --------------------------------------------------------------------------
@@ -118,11 +168,11 @@ def same_rows_everywhere(table: str) -> list[tuple[Any, ...]]:
 
 
 async def test_each_node_is_detected_as_galera_with_causal_reads_and_a_lease_table(tables: str) -> None:
-    async with providers(tables) as (p1, p2, p3):
-        for p in (p1, p2, p3):
+    async with lent_pools(size=1) as pools, providers(tables, pools) as ps:
+        for p, pool in zip(ps, pools, strict=True):
             assert p.cluster is Cluster.GALERA
-            _, rows = await p._execute("SELECT @@wsrep_sync_wait")
-            assert int(rows[0][0]) == 1
+            assert not await p.exist(p.new_session_id())
+            assert await variable(pool, "wsrep_sync_wait") == 1  # set on the provider's connection
     lease_table = sql.lease_table_name(tables)
     for url in URLS:
         assert query(url, "SHOW TABLES LIKE %s", (lease_table,), sync_wait=True) == [(lease_table,)]
@@ -172,12 +222,16 @@ async def test_50_concurrent_writers_of_one_session_over_three_nodes_lose_nothin
     # Three providers, as three app servers: each queues its own writers, but across them
     # a write that lost merges and retries. Over three nodes a write takes longer (it is
     # certified cluster-wide), so more of them overlap: give them more retries than 10.
-    async with providers(tables, write_retries=40) as ps:
+    # Galera re-runs an autocommit statement that lost certification once by itself
+    # (wsrep_retry_autocommit=1); turned off on the connections the providers are lent, every
+    # 1213 reaches the provider.
+    async with AsyncExitStack() as stack:
+        pools = None
         if not server_retries:
-            # Galera re-runs an autocommit statement that lost certification once by itself
-            # (wsrep_retry_autocommit=1); turned off, every 1213 reaches the provider.
-            for p in ps:
-                p._session_setup = "SET SESSION wsrep_sync_wait = 1, wsrep_retry_autocommit = 0"
+            pools = await stack.enter_async_context(
+                lent_pools(settings=", SESSION wsrep_retry_autocommit = 0")
+            )
+        ps = await stack.enter_async_context(providers(tables, pools, write_retries=40))
         apps = [app(p) for p in ps]
         cookie = cookie_of(await apps[0].get("/set", params={"seed": "kept"}))
         statuses: list[int] = []
@@ -215,8 +269,7 @@ async def test_a_commit_that_loses_certification_is_retried_not_lost(tables: str
         store = await p1.read(sid)
         store["n"] = 0
         await store.release()
-        row = await p2.fetch(store.key_hash)
-        assert row is not None
+        assert dict(await p2.read(sid)) == {"n": 0}  # node 2 has the row
         # A raw transaction on node 2 that will lose to node 1's commit:
         from conftest import connect
 

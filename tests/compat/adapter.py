@@ -63,6 +63,6 @@ class SessionMiddleware(_MySQLSessionMiddleware):
 
 def Session(data: dict[str, Any] | None = None) -> SessionStore:  # Starlette's class name
     """A store holding ``data`` as if read from the database (not accessed, not modified)."""
-    store = SessionStore(MySQLSessionProvider(MYSQL_URL, table=TABLE))
+    store = MySQLSessionProvider(MYSQL_URL, table=TABLE).new_session()
     dict.update(store, data or {})
     return store
