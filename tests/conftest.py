@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import pymysql
 import pytest
 
-from asgi_mysql_session import MySQLSessionProvider, SaveResult, SessionStore, sql
+from asgi_mysql_session import MySQLSessionProvider, SaveResult, SessionStore, ddl
 from asgi_mysql_session.coordination import Cluster, Leases
 from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.gateway import Gateway, PoolState
@@ -188,7 +188,7 @@ def table_on(
 @pytest.fixture
 def session_table(gateway: Gateway, table: str, db: Database, clock: FakeClock) -> SessionTable:
     """A fresh session table of the test's own (dropped afterwards), on the test's clock."""
-    db.query(sql.create_table(table))
+    db.query(ddl.create_table(table))
     return table_on(gateway, table, clock)
 
 

@@ -20,7 +20,7 @@ from conftest import eventually as wait_until
 from faultproxy import FaultProxy
 
 from asgi_mysql_session import MySQLSessionProvider, SessionBackendError
-from asgi_mysql_session import pool as pool_module
+from asgi_mysql_session import failover as failover_module
 from asgi_mysql_session.metrics import SessionObserver
 
 T = TypeVar("T")
@@ -87,8 +87,8 @@ async def all_pooled_on(provider: MySQLSessionProvider, proxy: FaultProxy, count
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pool_module, "BACKOFF_FIRST", 0.3)
-    monkeypatch.setattr(pool_module, "BACKOFF_MAX", 0.6)
+    monkeypatch.setattr(failover_module, "BACKOFF_FIRST", 0.3)
+    monkeypatch.setattr(failover_module, "BACKOFF_MAX", 0.6)
 
 
 @pytest.fixture
@@ -362,7 +362,7 @@ async def test_a_host_that_stays_down_is_retried_with_a_growing_backoff(
     # trip of slack: a retry is the next connection opened once its backoff has passed).
     down_at = observer.down[0][0]
     waits = [b - a for a, b in zip([down_at, *retries[:-1]], retries, strict=True)]
-    first_backoff, longest = pool_module.BACKOFF_FIRST, pool_module.BACKOFF_MAX
+    first_backoff, longest = failover_module.BACKOFF_FIRST, failover_module.BACKOFF_MAX
     assert first_backoff * 0.9 <= waits[0] < longest * 0.9, waits
     assert all(longest * 0.9 <= wait <= longest + 0.4 for wait in waits[1:]), waits
     await all_pooled_on(provider, second)

@@ -22,8 +22,8 @@ from asgi_mysql_session import (
     SessionConflictError,
     SessionInterrupted,
     SessionStore,
+    ddl,
     new_session_id,
-    sql,
 )
 from asgi_mysql_session.gateway import Gateway
 from asgi_mysql_session.locks import KeyedLocks
@@ -51,7 +51,7 @@ RowsWith = Callable[..., SessionTable]
 def rows_with(gateway: Gateway, table: str, db: Database, clock: FakeClock) -> RowsWith:
     """The test's table under the rules given (``Rules``' defaults otherwise), counting
     conflicts; every call gives other rules over the same rows."""
-    db.query(sql.create_table(table))
+    db.query(ddl.create_table(table))
 
     def make(**rules: Any) -> SessionTable:
         return table_on(gateway, table, clock, observer=Conflicts(), **rules)
