@@ -24,7 +24,7 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import pymysql
@@ -711,7 +711,7 @@ async def cmd_gc(provider: MySQLSessionProvider, args: argparse.Namespace, out: 
 def _iso(timestamp: object) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(int(str(timestamp)), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(str(timestamp)), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int(value: object) -> int | None:

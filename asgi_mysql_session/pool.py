@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,16 +41,9 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 5.0
 
 
-if sys.version_info >= (3, 11):
-
-    async def _within(aw: Awaitable[None], seconds: float) -> None:
-        async with asyncio.timeout(seconds):
-            await aw
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(aw: Awaitable[None], seconds: float) -> None:
-        await asyncio.wait_for(aw, seconds)
+async def _within(aw: Awaitable[None], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        await aw
 
 
 class NoHostAvailable(OSError):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import pymysql
 from pymysql.constants import CLIENT
 
-from . import sql
+from . import literals, sql
 from .coalesce import ReadCoalescer
 from .coordination import CAUSAL_READS, Cluster, Leases, cluster_option, detect, new_holder
 from .dsn import DSN, parse_dsn
@@ -178,8 +178,8 @@ class _Link:
             try:
                 started = time.perf_counter() if timed else 0.0
                 conn._last_usage = conn._loop.time()  # as cursor() does: pool_recycle counts idle time
-                # Escaped like aiomysql's Cursor.execute; without args a literal % stays as is.
-                running = conn.query(statement % tuple(map(conn.escape, args)) if args else statement)
+                # Literals by literals.py, not the driver (its escape differs by version); no args: % stays.
+                running = conn.query(literals.render(statement, args))
                 count = await (_bounded(running, provider.timeout + extra_time) if self.bounded else running)
                 rows = conn._result.rows or ()  # None for DML
                 kind = _KINDS.get(statement) or _kind(statement)

@@ -237,7 +237,6 @@ async def test_a_stalled_read_times_out_with_backend_error_and_its_connection_is
     assert stalled_conn not in pool._free and stalled_conn not in pool._used
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
 async def test_a_timed_out_statement_takes_back_its_own_cancellation(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:

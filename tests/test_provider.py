@@ -183,7 +183,7 @@ async def test_gc_uses_the_expiry_index(provider: MySQLSessionProvider, db: Data
 
 
 async def test_bytes_values_bind_as_parameters(provider: MySQLSessionProvider) -> None:
-    # aiomysql 0.3.2 + PyMySQL 1.2 fail here with "'str' object is not callable".
+    # Through aiomysql's Connection.escape, PyMySQL 1.2 failed here ("'str' object is not callable").
     count, _ = await provider._execute("SELECT %s", (b"\x00\x01binary\xff",))
     assert count == 1
     sid = await make_session(provider, raw=bytes(range(256)))

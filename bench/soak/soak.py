@@ -429,7 +429,7 @@ class Load:
                 kind = str(code)
             else:
                 kind = "4xx" if code < 500 else "5xx"
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             kind = "timeout"
         except (
             OSError,
@@ -625,7 +625,7 @@ class Load:
                 try:
                     status, _, _ = await asyncio.wait_for(tab.request("GET", "/ping", None), 5)
                     ok = status == 200
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, HTTPError, ValueError):
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, HTTPError, ValueError):
                     ok = False
                 self.stats.pings.append((start, ok))
                 await asyncio.sleep(0.25)
