@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-clean cluster-status test-cluster cluster-soak cluster-cost
+.PHONY: test test-matrix lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-clean cluster-status test-cluster cluster-soak cluster-cost
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ pytest: db
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The suite on the oldest and newest aiomysql (0.2, 0.3) x PyMySQL (1.0, 1.1, 1.2) the
+# dependency ranges allow, one venv each in .matrix/ (reused while pyproject.toml is the same),
+# two at a time; a table of versions, counts and seconds at the end (scripts/test_matrix.py).
+# MATRIX_ARGS go to the script, e.g. MATRIX_ARGS="--jobs 1" or MATRIX_ARGS="-- -x".
+test-matrix: db
+	$(BIN)/python scripts/test_matrix.py $(MATRIX_ARGS)
 
 # The example app under uvicorn (the Starlette one, or the same app in FastAPI); the lifespan
 # creates the table. The page is at / in a browser; the steps below drive its JSON API with curl
@@ -119,7 +126,7 @@ cluster-cost: cluster
 	$(BIN)/python bench/cluster_cost.py $(CLUSTER_COST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) .matrix .mypy_cache .pytest_cache .ruff_cache build dist
 
 # Starlette's own SessionMiddleware tests (from the sdist of the installed Starlette, in a
 # temporary directory) through tests/compat/adapter.py; prints passed/failed counts and why

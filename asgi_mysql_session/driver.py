@@ -112,12 +112,6 @@ def rows(conn: Connection) -> Sequence[Row]:
     return conn._result.rows or ()
 
 
-def render(conn: Connection, statement: str, args: Sequence[Any]) -> str:
-    """``statement`` with ``args`` escaped as aiomysql's Cursor.execute does (a literal %
-    stays as is when there are no args)."""
-    return statement % tuple(map(conn.escape, args)) if args else statement
-
-
 def mark_used(conn: Connection, now: float) -> None:
     """Count ``now`` as the connection's last use, as ``cursor()`` does, so ``pool_recycle``
     measures idle time. PRIVATE ``_last_usage`` (no setter): statements skip the cursor."""

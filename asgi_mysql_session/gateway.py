@@ -119,7 +119,7 @@ class Gateway:
             return pool
         except BaseException as exc:
             pool.terminate()
-            if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            if isinstance(exc, TimeoutError):
                 raise self.failed(f"cannot connect to {dsn.redacted()}: no answer", "timeout") from exc
             if isinstance(exc, (driver.DriverError, OSError)):
                 raise self.failed(f"cannot connect to {dsn.redacted()}: {exc}", "connection") from exc

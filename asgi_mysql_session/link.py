@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from . import driver
 from .driver import Connection
 from .errors import SessionBackendError, SessionConflictError, SessionError, SessionSchemaError
+from .literals import render
 from .metrics import SessionObserver
 
 logger = logging.getLogger("asgi_mysql_session")
@@ -94,7 +95,8 @@ class Link:
                 started = time.perf_counter() if timed else 0.0
                 loop = gateway.loop
                 driver.mark_used(conn, loop.time() if loop is not None else time.monotonic())
-                running = driver.send(conn, driver.render(conn, statement, args))
+                # Literals by literals.py, not the driver (its escaping differs by version); no args: % stays.
+                running = driver.send(conn, render(statement, args))
                 count = await (bounded(running, gateway.timeout + extra_time) if self.bounded else running)
                 rows = driver.rows(conn)
                 kind = _KINDS.get(statement) or _kind(statement)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -31,16 +30,9 @@ from .failover import Host, Hosts, NoHostAvailable, check_ready
 logger = logging.getLogger("asgi_mysql_session")
 
 
-if sys.version_info >= (3, 11):
-
-    async def _within(aw: Awaitable[None], seconds: float) -> None:
-        async with asyncio.timeout(seconds):
-            await aw
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(aw: Awaitable[None], seconds: float) -> None:
-        await asyncio.wait_for(aw, seconds)
+async def _within(aw: Awaitable[None], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        await aw
 
 
 class ConnectionPool:

@@ -11,26 +11,9 @@ timeout of seconds promises.
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 Task = asyncio.Task[Any]
-
-if sys.version_info >= (3, 11):
-
-    def _cancelling(task: Task) -> int:
-        return task.cancelling()
-
-    def _uncancel(task: Task) -> int:
-        return task.uncancel()
-
-else:  # pragma: no cover - Python 3.10 does not count cancellations
-
-    def _cancelling(task: Task) -> int:
-        return 0
-
-    def _uncancel(task: Task) -> int:
-        return 0
 
 
 class Watchdog:
@@ -53,7 +36,7 @@ class Watchdog:
         if task is None or task in self._deadlines:
             return None
         now = loop.time()
-        self._deadlines[task] = (now + seconds, _cancelling(task))
+        self._deadlines[task] = (now + seconds, task.cancelling())
         if seconds < self._tick * 10:
             self._tick = max(seconds / 10, 0.001)
         if self._timer is None:
@@ -75,7 +58,7 @@ class Watchdog:
         if token is None or token not in self._fired:
             return False
         self._fired.discard(token)
-        return _uncancel(token) <= self._deadlines[token][1]
+        return token.uncancel() <= self._deadlines[token][1]
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

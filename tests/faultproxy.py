@@ -258,7 +258,7 @@ class FaultProxy:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(self.target_host, self.target_port), self.connect_timeout
                 )
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return
             link.upstream = up_writer
             pumps = [

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgpack
 import pytest
@@ -23,6 +23,7 @@ from conftest import MYSQL_URL, Database
 from asgi_mysql_session import MySQLSessionProvider, SaveResult
 from asgi_mysql_session.cli import main
 from asgi_mysql_session.ddl import SCHEMA
+from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.schema import schema_sql
 from asgi_mysql_session.upgrade import upgrade_statements
 
@@ -47,7 +48,7 @@ def sha(sid: str) -> str:
 
 
 def iso(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def insert(
@@ -271,7 +272,7 @@ def test_check_passes_on_a_fresh_table(capsys: pytest.CaptureFixture[str], table
     run(capsys, "--table", table, "init")
     code, out, _ = run(capsys, "--table", table, "check")
     assert code == 0
-    assert f"table `{table}` in database `test` is OK" in out
+    assert f"table `{table}` in database `{parse_dsn(MYSQL_URL).database}` is OK" in out
     assert "warning" not in out
 
 
@@ -516,15 +517,11 @@ def test_stats_json(capsys: pytest.CaptureFixture[str], table: str) -> None:
     stats = json.loads(out)
     now = stats.pop("now")
     assert (
-        abs(
-            datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
-            - time.time()
-        )
-        < 60
+        abs(datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() - time.time()) < 60
     )
     assert stats == {
         "table": table,
-        "database": "test",
+        "database": parse_dsn(MYSQL_URL).database,
         "live": 100,
         "expired": 4,
         "with_owner": 10,

@@ -82,7 +82,7 @@ REFUSED: dict[str, object] = {
     "tuple": (1, 2),
     "set": {1, 2},
     "frozenset": frozenset({1}),
-    "datetime": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+    "datetime": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
     "date": datetime.date(2024, 1, 1),
     "custom_object": Custom(),
     "int_keys_nested_deep": {"a": [{"b": {"c": [{1: "x"}]}}]},

@@ -274,7 +274,6 @@ async def test_a_stalled_read_times_out_with_backend_error_and_its_connection_is
     assert provider.pool_state().size == proxy.open_connections == 1
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
 async def test_a_timed_out_statement_takes_back_its_own_cancellation(
     provider: MySQLSessionProvider, proxy: FaultProxy
 ) -> None:

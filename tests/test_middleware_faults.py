@@ -14,8 +14,10 @@ from faultproxy import FaultProxy
 from sessionapp import client, make_app
 
 from asgi_mysql_session import MySQLSessionProvider
+from asgi_mysql_session.dsn import parse_dsn
 
 TARGET = MYSQL_URL.split("@", 1)[1].split("/", 1)[0]
+DATABASE = parse_dsn(MYSQL_URL).database
 BOUND = 10.0  # a hang fails the test instead of blocking it; not a timing assertion
 
 
@@ -32,7 +34,7 @@ async def proxy() -> AsyncIterator[FaultProxy]:
 
 @pytest.fixture
 async def proxied(proxy: FaultProxy, table: str) -> AsyncIterator[MySQLSessionProvider]:
-    dsn = f"mysql://root@127.0.0.1:{proxy.port}/test?connect_timeout=1&timeout=1&pool_max=4"
+    dsn = f"mysql://root@127.0.0.1:{proxy.port}/{DATABASE}?connect_timeout=1&timeout=1&pool_max=4"
     provider = MySQLSessionProvider(dsn, table=table, create_table=True, gc_interval=None)
     await bounded(provider.open())
     yield provider

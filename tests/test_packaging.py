@@ -13,11 +13,11 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 from trove_classifiers import classifiers as known_classifiers
 
 import asgi_mysql_session

@@ -7,7 +7,6 @@ timed-out statement does to the pool is in test_faults.py, through the fault pro
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import pytest
 from conftest import WatchdogTimers
@@ -57,7 +56,6 @@ async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
         await asyncio.wait_for(task, BOUND)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
 async def test_a_cancellation_arriving_with_the_deadline_is_not_swallowed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -78,7 +76,6 @@ async def test_a_cancellation_arriving_with_the_deadline_is_not_swallowed(
     assert cancelled_too
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="tasks count cancellations from 3.11")
 async def test_a_timeout_leaves_the_task_with_no_pending_cancellation() -> None:
     async def run() -> int:
         assert await bounded_statement(Watchdog(), 0.05, BOUND) == "timeout"

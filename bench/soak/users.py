@@ -183,7 +183,7 @@ class Users(Generic[TabT]):
                 kind = str(code)
             else:
                 kind = "4xx" if code < 500 else "5xx"
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             kind = "timeout"
         except (
             OSError,
@@ -348,7 +348,7 @@ class Users(Generic[TabT]):
                 try:
                     status, _, _ = await asyncio.wait_for(tab.request("GET", "/ping", None), 5)
                     ok = status == 200
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, HTTPError, ValueError):
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, HTTPError, ValueError):
                     ok = False
                 self.stats.pings.append((start, ok))
                 await asyncio.sleep(0.25)
