@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from asgi_mysql_session import MySQLSessionProvider
 from asgi_mysql_session.dsn import parse_dsn
 from asgi_mysql_session.literals import literal, render
-from asgi_mysql_session.provider import _SQL_MODE
+from asgi_mysql_session.pool import SQL_MODE
 
-MODES = {"provider": _SQL_MODE, "no_backslash_escapes": _SQL_MODE + ",NO_BACKSLASH_ESCAPES"}
+MODES = {"provider": SQL_MODE, "no_backslash_escapes": SQL_MODE + ",NO_BACKSLASH_ESCAPES"}
 
 HOSTILE = [
     "",
