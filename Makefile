@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MYSQL_URL ?= mysql://root@127.0.0.1:3306/test
 export MYSQL_URL
 
-.PHONY: test test-matrix lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-clean cluster-status test-cluster cluster-soak cluster-cost
+.PHONY: bench-drivers test test-matrix lint typecheck pytest demo demo-fastapi test-browser test-starlette-compat tour db bench soak dist clean cluster cluster-stop cluster-clean cluster-status test-cluster cluster-soak cluster-cost
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,7 +79,13 @@ tour: db
 
 # Throughput and latency under uvicorn against the raw aiomysql limit (bench/README.md).
 # `make bench BENCH_ARGS=--quick` for a one-minute smoke run.
-bench: db
+# The hand-written reference apps bind bytes through aiomysql, which PyMySQL 1.2 breaks: their
+# users pin PyMySQL<1.2, and so does the bench (bench/apps/drivers.py). The package runs on both.
+bench-drivers: $(BIN)/.installed
+	@$(BIN)/python -c "import sys; sys.path.insert(0, 'bench/apps'); import drivers; drivers.require_pymysql_below_1_2()" 2>/dev/null \
+		|| $(BIN)/pip install -q 'PyMySQL>=1.1,<1.2'
+
+bench: db bench-drivers
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Reliability soak, not part of `make test` (bench/soak/README.md): uvicorn --workers 2 behind
@@ -122,7 +128,7 @@ cluster-soak: cluster
 
 # Read and write req/s of one uvicorn process on the cluster (node 1 alone, the 3-host DSN)
 # against the single server, interleaved rounds with wrk (bench/README.md, "The cluster").
-cluster-cost: cluster
+cluster-cost: cluster bench-drivers
 	$(BIN)/python bench/cluster_cost.py $(CLUSTER_COST_ARGS)
 
 clean:

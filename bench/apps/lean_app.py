@@ -20,11 +20,14 @@ from urllib.parse import unquote, urlsplit
 
 import aiomysql
 import msgpack
+from drivers import require_pymysql_below_1_2
 from pymysql.constants import CLIENT
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+require_pymysql_below_1_2()
 
 URL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 TABLE = os.environ.get("BENCH_TABLE", "bench_session")
