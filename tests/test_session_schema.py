@@ -21,6 +21,10 @@ from asgi_mysql_session import (
     UpgradeStep,
 )
 from asgi_mysql_session.coordination import Cluster
+from asgi_mysql_session.dsn import parse_dsn
+
+#: The database the tests run in (make test-matrix gives each run its own).
+DATABASE = parse_dsn(MYSQL_URL).database
 
 GO_SCHEMA = (
     "CREATE TABLE `{table}` (`session_key` char(64) NOT NULL, `session_data` blob, "
@@ -90,7 +94,7 @@ async def test_check_of_a_fresh_table_is_ok(schema: SessionSchema) -> None:
     await schema.create()
     report = await schema.check()
     assert report.ok and report.problems == () and report.warnings == ()
-    assert (report.table, report.database, report.engine) == (schema.table, "test", "InnoDB")
+    assert (report.table, report.database, report.engine) == (schema.table, DATABASE, "InnoDB")
     assert report.cluster is Cluster.SINGLE and not report.legacy
 
 
@@ -118,7 +122,8 @@ async def test_a_remedy_replaces_the_advice_about_a_missing_table(table: str) ->
     with pytest.raises(SessionSchemaError) as raised:
         await schema.verify(create=False)
     assert (
-        str(raised.value) == f"session table `{table}` does not exist in database `test`: run the migrations"
+        str(raised.value)
+        == f"session table `{table}` does not exist in database `{DATABASE}`: run the migrations"
     )
 
 
@@ -136,8 +141,8 @@ async def test_verify_refuses_a_missing_table_logged_once(
     with caplog.at_level(logging.WARNING, logger="asgi_mysql_session"), pytest.raises(SessionSchemaError):
         await schema.verify(create=False)
     assert [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()] == [
-        f"session backend error: session table `{schema.table}` does not exist in database `test`: pass "
-        f"create_table=True to MySQLSessionProvider, run `asgi-mysql-session init --table {schema.table}`, "
+        f"session backend error: session table `{schema.table}` does not exist in database "
+        f"`{DATABASE}`: pass create_table=True to MySQLSessionProvider, run `asgi-mysql-session init --table {schema.table}`, "
         "or have a DBA apply the DDL that "
         f"`asgi-mysql-session init --print-sql --table {schema.table}` prints"
     ]
@@ -251,7 +256,7 @@ async def test_stats_of_a_known_table(
     for n in range(3):  # expired, and big: in no size
         insert(db, table, f"dead-{n}", now - 100 + n, now - 200, b"y" * 1000)
     stats = await schema.stats()
-    assert (stats.table, stats.database, stats.now) == (table, "test", now)
+    assert (stats.table, stats.database, stats.now) == (table, DATABASE, now)
     assert (stats.live, stats.expired, stats.with_owner, stats.owners) == (10, 3, 2, 1)
     assert (stats.data_p50, stats.data_p90, stats.data_p99, stats.data_max) == (5, 9, 10, 10)
     assert (stats.earliest_deadline, stats.latest_deadline) == (now + 1, now + 10)
