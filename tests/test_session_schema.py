@@ -142,7 +142,8 @@ async def test_verify_refuses_a_missing_table_logged_once(
         await schema.verify(create=False)
     assert [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()] == [
         f"session backend error: session table `{schema.table}` does not exist in database "
-        f"`{DATABASE}`: pass create_table=True to MySQLSessionProvider, run `asgi-mysql-session init --table {schema.table}`, "
+        f"`{DATABASE}`: pass create_table=True to MySQLSessionProvider, run "
+        f"`asgi-mysql-session init --table {schema.table}`, "
         "or have a DBA apply the DDL that "
         f"`asgi-mysql-session init --print-sql --table {schema.table}` prints"
     ]
