@@ -63,6 +63,7 @@ class Config:
     keep_table: bool = False
     session: str = "login"
     coalesce: bool = True
+    workers: int = 1
 
 
 class Bench:
@@ -81,7 +82,8 @@ class Bench:
             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         )
         self.servers = {
-            name: Server(name, config.port + i, env, RESULTS) for i, name in enumerate(config.apps)
+            name: Server(name, config.port + i, env, RESULTS, workers=config.workers)
+            for i, name in enumerate(config.apps)
         }
         #: The scale scenario's big table and its servers (made only for that scenario).
         self.big_table: BenchTable | None = None
@@ -155,7 +157,7 @@ class Bench:
         if self.config.quiet_wait <= 0:
             return 0.0
         started = time.monotonic()
-        ours = [s.pid for s in self.all_servers()]
+        ours = [pid for s in self.all_servers() for pid in s.pids()]
         while True:
             meter = CpuMeter({"ours": ours})
             time.sleep(0.5)
@@ -293,7 +295,10 @@ class Bench:
         self.fill(c.scale_big, "live sessions, big table", table=big, ids_file=files["big"])
         env = dict(self.env, BENCH_TABLE=big.table)
         port = c.port + len(self.servers)
-        self.big_servers = {app: Server(app, port + i, env, RESULTS, "-big") for i, app in enumerate(apps)}
+        self.big_servers = {
+            app: Server(app, port + i, env, RESULTS, "-big", workers=self.config.workers)
+            for i, app in enumerate(apps)
+        }
         for server in self.big_servers.values():
             server.start()
         servers = {"small": self.servers, "big": self.big_servers}
@@ -362,6 +367,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         help="pre-filled session: a realistic login session (default), one key, or an 8 KB cart",
     )
     p.add_argument("--no-coalesce", action="store_true", help="the project sends every read on its own")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes per app (default 1; CPU counts them all)",
+    )
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of read,write,skip,login")
     p.add_argument("--sweep-rows", type=int, default=1_000_000, help="expired rows to sweep (0: no sweep)")
     p.add_argument("--sweep-batch", type=int, default=0, help="sweep batch size (default: the provider's)")
@@ -420,6 +431,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         keep_table=a.keep_table,
         session=a.session,
         coalesce=not a.no_coalesce,
+        workers=a.workers,
     ), a
 
 

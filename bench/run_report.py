@@ -299,7 +299,8 @@ def report(doc: dict[str, Any], out: Path, *, write_json: bool = True) -> None:
     md = [
         f"Run {doc['when']} at {info.get('revision', '?')}: {info['nproc']} x {info['cpu']}, "
         f"{info['memory_gib']} GiB, MariaDB {info['mariadb']['version']}, Python {info['python']}, "
-        f"uvicorn {info['packages'].get('uvicorn')} (1 worker, uvloop, httptools), "
+        f"uvicorn {info['packages'].get('uvicorn')} "
+        f"({_workers(config.get('workers', 1))}, uvloop, httptools), "
         f"load: {info['load_generator']}; pool {config['pool']}, {config['sessions']:,} "
         f"{config.get('session', 'login')} sessions, reads "
         f"{'coalesced' if config.get('coalesce', True) else 'one by one'}, "
@@ -320,3 +321,7 @@ def report(doc: dict[str, Any], out: Path, *, write_json: bool = True) -> None:
         out.with_suffix(x) for x in ([".json"] if write_json else []) + [".md"] + ([".png"] if drawn else [])
     ]
     say("\nwrote " + ", ".join(str(x) for x in written))
+
+
+def _workers(count: int) -> str:
+    return "1 worker" if count == 1 else f"{count} workers per app"

@@ -156,7 +156,7 @@ class Driver:
     ) -> tuple[Load, Any]:
         """One measured run. With ``until``, the run lasts while ``until()`` runs (SIGINT after)."""
         before = self.database.counters()
-        meter = CpuMeter({"server": [server.pid], "mariadb": self.db_pids})
+        meter = CpuMeter({"server": server.pids(), "mariadb": self.db_pids})
         started = time.monotonic()
         proc = subprocess.Popen(
             self.command(server, path, cookies, seconds), stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -21,8 +21,7 @@ import pymysql
 import pytest
 from conftest import query, wsrep
 
-from asgi_mysql_session import MySQLSessionProvider, SessionError
-from asgi_mysql_session import pool as pool_module
+from asgi_mysql_session import MySQLSessionProvider, SessionError, failover
 from asgi_mysql_session.dsn import parse_dsn
 
 TIMEOUT = 2.0  # the provider's timeout (acquire + statement)
@@ -191,7 +190,7 @@ async def test_node_1_killed_under_load_fails_over_and_is_used_again_after_it_re
         back = await eventually(
             "every pooled connection on node 1 again",
             lambda: pooled_on(provider, urls, 0),
-            pool_module.BACKOFF_MAX + 10,
+            failover.BACKOFF_MAX + 10,
         )
         during = [r for r in requests if r.began >= restarted]
         print(
