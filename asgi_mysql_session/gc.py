@@ -40,6 +40,8 @@ class ExpirySweeper:
         self.failures = 0
         #: The running sweep loop, if started.
         self.task: asyncio.Task[None] | None = None
+        self._between = False  # sleeping between sweeps: it can be cancelled at once
+        self._stopping = False
 
     @property
     def running(self) -> bool:
@@ -50,22 +52,35 @@ class ExpirySweeper:
             self.task = asyncio.get_running_loop().create_task(self._run(), name="asgi_mysql_session sweeper")
 
     async def stop(self) -> None:
+        """Stop sweeping. A sweep under way may finish within the statement deadline, so the
+        lock or lease it holds is given back (a lease claimed by a cancelled statement would
+        only lapse after its ttl); then it is cancelled."""
         task, self.task = self.task, None
         if task is None:
             return
-        task.cancel()
+        self._stopping = True
+        if self._between:
+            task.cancel()
         # wait() neither raises the task's CancelledError nor swallows one aimed at us; the
-        # bound keeps close() from hanging if a sweep ever failed to honour the cancel.
-        await asyncio.wait([task], timeout=self.provider.timeout + 1)
-        if not task.done():
-            logger.warning("session sweeper did not stop within %gs", self.provider.timeout + 1)
+        # bounds keep close() from hanging if a sweep ever failed to honour the cancel.
+        done, _ = await asyncio.wait([task], timeout=self.provider.timeout + 1)
+        if not done:
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=1)
+        if not done:
+            logger.warning("session sweeper did not stop within %gs", self.provider.timeout + 2)
+        self._stopping = False
 
     def _delay(self) -> float:
         return self.interval * random.uniform(1 - self.jitter, 1 + self.jitter)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._delay())
+        while not self._stopping:
+            self._between = True
+            try:
+                await asyncio.sleep(self._delay())
+            finally:
+                self._between = False
             await self.sweep_once()
 
     async def sweep_once(self) -> int | None:

@@ -95,3 +95,38 @@ async def test_sweeps_delete_in_bounded_batches(table: str, clock: FakeClock) ->
         batches: list[int] = []
         assert await provider.sweep(on_batch=batches.append) == 5
     assert batches == [2, 2, 1]
+
+
+async def test_stop_lets_a_sweep_under_way_finish_and_give_its_lock_back(
+    table: str, clock: FakeClock, db: Database
+) -> None:
+    provider = MySQLSessionProvider(
+        MYSQL_URL,
+        table=table,
+        create_table=True,
+        clock=clock,
+        gc_interval=None,
+        gc_batch_size=5,
+        gc_pause=0.05,
+    )
+    async with provider:
+        await expired_sessions(provider, clock, 40)  # 8 batches, 0.05 s apart: a sweep of ~0.4 s
+        sweeper = ExpirySweeper(provider, interval=0.01, jitter=0)
+        sweeper.start()
+        await wait_until(lambda: db.query(f"SELECT COUNT(*) FROM `{table}`") < [(40,)])
+        await sweeper.stop()  # mid-sweep
+        assert not sweeper.running
+        assert (sweeper.rows, sweeper.failures) == (40, 0)
+        assert db.query(f"SELECT COUNT(*) FROM `{table}`") == [(0,)]
+        assert db.query("SELECT IS_FREE_LOCK(%s)", (sweep_lock(table),)) == [(1,)]
+
+
+async def test_stop_cancels_a_sweeper_waiting_for_its_next_sweep_at_once(
+    provider: MySQLSessionProvider,
+) -> None:
+    sweeper = ExpirySweeper(provider, interval=3600)
+    sweeper.start()
+    await asyncio.sleep(0.01)
+    async with asyncio.timeout(0.5):
+        await sweeper.stop()
+    assert not sweeper.running
