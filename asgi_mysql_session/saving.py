@@ -29,7 +29,7 @@ import msgpack
 from .errors import SessionConflictError, SessionError, SessionInterrupted, SessionTooLargeError
 from .ids import hash_id, is_well_formed, log_id, new_session_id
 from .rows import Row, SessionRows
-from .serializer import decode, encode, holds_containers
+from .serializer import decode, encode, holds_containers, packs_to
 
 logger = logging.getLogger("asgi_mysql_session")
 
@@ -251,13 +251,20 @@ class SessionSaving(dict[str, Any]):
             self._modified = False
             return SaveResult.CREATED
         # Unmodified data can only have changed in place, inside a list or dict.
-        if self._modified or (self.accessed and holds_containers(self)):
+        owner_changed = self._owner != self._stored_owner  # saved even if `modified` was reset
+        if self._modified or owner_changed or (self.accessed and holds_containers(self)):
             if not _len(self):
                 await rows.delete(self.key_hash)
                 return self._forget()
-            raw = self._encode()
-            if raw != self._raw or self._owner != self._stored_owner:
-                return await self._write(raw)
+            # Read but not set: what packs to the stored bytes is unchanged and was checked
+            # when stored, so the walk that checks every nested value is skipped (a read of
+            # a cart of 50 items paid it on every request).
+            if self._modified or not packs_to(self, self._raw):
+                raw = self._encode()
+                if raw != self._raw or owner_changed:
+                    return await self._write(raw)
+            elif owner_changed:
+                return await self._write(self._raw)
         now = self._written_at = rules.now()
         target = rules.deadline(self._created, now)
         if self._expiry > target + rules.touch_step:

@@ -145,6 +145,16 @@ def encode(data: dict[str, Any], *, checked: bool = False) -> bytes:
 _pack_checked: Any = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
+def packs_to(data: dict[str, Any], stored: bytes) -> bool:
+    """Whether ``data`` packs to exactly ``stored`` (then nothing changed that a save would
+    write). Packed without the type walk: anything it cannot pack, or packs differently,
+    is simply "changed", and ``encode`` then checks and refuses it by name."""
+    try:
+        return bool(_pack_checked(data) == stored)
+    except Exception:  # unpackable (a set, an object, too deep): changed, encode() says why
+        return False
+
+
 def decode(raw: bytes) -> dict[str, Any]:
     """Decode a stored row; anything but a str-keyed map is a ``SessionDecodeError``."""
     if not raw:

@@ -11,6 +11,7 @@ test's own connection; where the cost is the point, the statements are counted.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -148,6 +149,42 @@ async def test_a_change_inside_a_nested_value_is_saved_without_being_marked(
     assert await store.release() is SaveResult.UPDATED
     assert statements.delta() == {"update": 1}
     assert stored(db, table, sid) == {"cart": [1, 2, 3]}
+
+
+async def test_a_nested_value_read_and_left_alone_writes_nothing(
+    rows: SessionTable, statements: StatementCounter
+) -> None:
+    sid = await save_new(rows, cart=[{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}])
+    store = await opened(rows, sid)
+    assert store["cart"][1]["qty"] == 2  # read, not changed
+    statements.start()
+    assert await store.release() is SaveResult.NOTHING
+    assert statements.delta() == {}
+
+
+async def test_an_unstorable_value_put_inside_a_nested_value_is_refused_by_its_path(
+    rows: SessionTable, statements: StatementCounter, db: Database, table: str
+) -> None:
+    sid = await save_new(rows, cart=[{"sku": "a"}])
+    store = await opened(rows, sid)
+    store["cart"][0]["tags"] = {"x"}  # a set, changed in place: msgpack cannot store it
+    statements.start()
+    with pytest.raises(TypeError, match=re.escape("at 'cart'[0]['tags']: set is not storable")):
+        await store.release()
+    assert statements.delta() == {}
+    assert stored(db, table, sid) == {"cart": [{"sku": "a"}]}
+
+
+async def test_an_owner_set_is_saved_even_when_the_modified_flag_was_reset(
+    rows: SessionTable, db: Database, table: str
+) -> None:
+    sid = await save_new(rows, a=1)
+    store = await opened(rows, sid)
+    store.owner = "ada"
+    store.modified = False  # as Starlette allows
+    store.mark_accessed()
+    assert await store.release() is SaveResult.UPDATED
+    assert stored_row(db, table, sid)[3] == "ada"
 
 
 async def test_an_emptied_session_is_one_delete(
