@@ -80,17 +80,6 @@ async def detect(conn: driver.Connection) -> Cluster:
     return Cluster.GALERA if rows and wsrep_on(rows[0][0]) else Cluster.SINGLE
 
 
-#: ``detect`` as one statement that no server refuses: MySQL, which has no wsrep variables,
-#: returns no row instead of error 1193 (a failed statement would be logged and counted).
-WSREP_ON = "SHOW VARIABLES WHERE Variable_name = 'wsrep_on'"
-
-
-async def detect_through(execute: Execute) -> Cluster:
-    """``detect`` through the provider's statements (a checked-out connection's ``execute``)."""
-    _, rows = await execute(WSREP_ON, ())
-    return Cluster.GALERA if rows and wsrep_on(rows[0][1]) else Cluster.SINGLE
-
-
 def new_holder() -> str:
     """A token naming one claim of a lease (32 hex characters)."""
     return uuid.uuid4().hex

@@ -82,11 +82,6 @@ class Gateway:
         return self._pool is not None
 
     @property
-    def forced_cluster(self) -> Cluster | None:
-        """The kind of server the provider was told (``cluster=``), if it was not "auto"."""
-        return self._cluster_option
-
-    @property
     def owns_pool(self) -> bool:
         """True when the pool was built here (from a DSN), not lent by the user."""
         return self._owns_pool

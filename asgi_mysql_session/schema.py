@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from . import sql
-from .coordination import Cluster, detect_through
+from .coordination import Cluster
 from .ddl import (
     REQUIRED_COLUMNS,
     SchemaReport,
@@ -53,10 +53,11 @@ _COLUMNS = (
 
 @asynccontextmanager
 async def _link(gateway: Gateway) -> AsyncIterator[Link]:
-    """One connection, without the table check: from the provider's pool when it is open
-    (or lent), otherwise from a pool made for this one use, so a missing or old table can be
-    reached before ``open()``."""
-    if gateway.is_open:
+    """One connection, without the table check: from the provider's pool once its gateway was
+    opened (so its flags and the kind of server are known), otherwise from the gateway opened
+    for this one use (a pool of its own is closed after it; a lent one stays), so a missing or
+    old table can be reached before ``open()``."""
+    if gateway.is_open and gateway.cluster is not None:
         async with gateway.connection() as link:
             yield link
         return
@@ -168,15 +169,11 @@ class SessionSchema:
         """schema.sql for this table, as ``init --print-sql [--galera]`` prints it."""
         return schema_sql(self.table, galera=galera)
 
-    async def _cluster(self, link: Link) -> Cluster:
-        """The provider's kind of server once open; before that, asked of the server."""
-        known = self._gateway.cluster or self._gateway.forced_cluster
-        if known is not None:
-            return known
-        try:
-            return await detect_through(link.execute)
-        except SessionBackendError as exc:
-            raise SessionBackendError(f"cannot tell whether this is a Galera cluster: {exc}") from exc
+    def _cluster(self) -> Cluster:
+        """The kind of server, known once a link was had (the gateway's health check)."""
+        cluster = self._gateway.cluster
+        assert cluster is not None
+        return cluster
 
     def _missing(self) -> SessionSchemaError:
         return SessionSchemaError(missing_table_message(self.table, self._gateway.database, self.remedy))
@@ -189,7 +186,7 @@ class SessionSchema:
         async with _link(self._gateway) as link:
             existed = await table_exists(link, self.table)
             await link.execute(create_table(self.table))  # IF NOT EXISTS: never touches a table
-            if await self._cluster(link) is Cluster.GALERA:
+            if self._cluster() is Cluster.GALERA:
                 await link.execute(create_lease_table(self.table))  # IF NOT EXISTS as well
         return not existed
 
@@ -199,7 +196,7 @@ class SessionSchema:
             state = await inspect_table(link, self.table)
             if state is None:
                 raise self._missing()
-            cluster = await self._cluster(link)
+            cluster = self._cluster()
         return report_of(state, self.table, self._gateway.database, cluster)
 
     async def verify(self, *, create: bool) -> None:
@@ -211,7 +208,7 @@ class SessionSchema:
             if not rows and create:
                 await link.execute(create_table(table))
                 _, rows = await link.execute(_COLUMNS, (table,))
-            if rows and await self._cluster(link) is Cluster.GALERA:
+            if rows and self._cluster() is Cluster.GALERA:
                 _, lease = await link.execute(_COLUMNS, (self.lease_table,))
                 if not lease and create:
                     await link.execute(create_lease_table(table))
@@ -268,7 +265,7 @@ class SessionSchema:
                 state,
                 table=self.table,
                 database=self._gateway.database,
-                cluster=await self._cluster(link),
+                cluster=self._cluster(),
                 max_lifetime=max_lifetime,
                 drop_data=drop_data,
                 batch_size=batch_size,
