@@ -188,6 +188,15 @@ class Gateway:
 
     # -- connections -----------------------------------------------------------------
 
+    def task_on_loop(self) -> asyncio.Task[Any] | None:
+        """The current task if it runs on the loop the gateway was opened on, else None.
+
+        Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call. The
+        opened loop's current task is this task only when that loop runs this code.
+        """
+        loop = self.loop
+        return asyncio.current_task(loop) if loop is not None and self.thread == get_ident() else None
+
     def held(self) -> Link | None:
         """The link holding this task's session lock, if it is one of this gateway's."""
         held = _HELD.get()
@@ -275,12 +284,9 @@ class Gateway:
             async with held.shared:  # the handler may run statements from several tasks
                 return await held.execute(statement, args)
         pool = self._pool
-        # Not asyncio.get_running_loop(): on Python 3.11 it makes a getpid() system call,
-        # twice per statement with the pool's. The opened loop's current task is this
-        # task only when that loop runs this code; otherwise take the checked, slow way.
         loop = self.loop
-        task = asyncio.current_task(loop) if loop is not None and self.thread == get_ident() else None
-        if loop is None or task is None or pool is None:
+        task = self.task_on_loop()
+        if loop is None or task is None or pool is None:  # the checked, slow way
             pool = await self._usable_pool()
             loop = asyncio.get_running_loop()
             task = asyncio.current_task(loop)

@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from threading import get_ident
 
 from . import sql
 from .coalesce import ReadCoalescer
@@ -75,13 +74,12 @@ class SessionTable:
         rules = self.rules
         now = rules.now()
         gateway = self.gateway
-        loop = gateway.loop
         coalescer = self.coalescer
+        loop = gateway.loop
         if (
             coalescer is not None
             and loop is not None
-            and gateway.thread == get_ident()
-            and asyncio.current_task(loop) is not None
+            and gateway.task_on_loop() is not None
             and gateway.held() is None  # a serialized request reads on its locked connection
         ):
             found = await coalescer.select(key_hash, now, rules.born_after(now), loop)
