@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +26,9 @@ from . import driver
 from .driver import Connection
 from .dsn import DSN
 from .failover import Host, Hosts, NoHostAvailable, check_ready
+from .link import bounded
 
 logger = logging.getLogger("asgi_mysql_session")
-
-
-async def _within(aw: Awaitable[None], seconds: float) -> None:
-    async with asyncio.timeout(seconds):
-        await aw
 
 
 class ConnectionPool:
@@ -112,7 +108,7 @@ class ConnectionPool:
             if bound is None:
                 await asyncio.shield(attempt)
             else:
-                await _within(asyncio.shield(attempt), bound)
+                await bounded(asyncio.shield(attempt), bound)
         except BaseException:
             if attempt.done():
                 conn.close()  # aiomysql leaves the socket open when cancelled mid-handshake
