@@ -34,6 +34,11 @@ _KINDS: dict[str, str] = {}
 _UNTIMED = SessionObserver.statement
 
 
+async def retry_pause(attempt: int) -> None:
+    """The jittered pause before running again what lost a deadlock (``attempt`` from 0)."""
+    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+
+
 async def bounded(aw: Awaitable[T], seconds: float) -> T:
     async with asyncio.timeout(seconds):
         return await aw
@@ -113,7 +118,7 @@ class Link:
                 code = driver.error_code(exc)
                 if code in driver.RETRYABLE and retry and attempt + 1 < STATEMENT_RETRIES:
                     logger.info("%s, retrying statement (attempt %d)", driver.RETRYABLE[code], attempt + 2)
-                    await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                    await retry_pause(attempt)
                     continue
                 raise self._sorted(exc, code) from exc
             except OSError as exc:

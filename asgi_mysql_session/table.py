@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from .coordination import Cluster, Leases, new_holder
 from .driver import RETRYABLE, error_code
 from .errors import SessionBackendError, SessionDecodeError
 from .gateway import Gateway
-from .link import STATEMENT_RETRIES
+from .link import STATEMENT_RETRIES, retry_pause
 from .locks import KeyedLocks
 from .metrics import SessionObserver
 from .rows import Row
@@ -177,7 +176,7 @@ class SessionTable:
             except _Deadlock:
                 if attempt + 1 == STATEMENT_RETRIES:
                     raise self.gateway.failed("rotation kept deadlocking", "statement") from None
-                await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                await retry_pause(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _rename(self, old_hash: str, new_hash: str, now: int) -> bool:
