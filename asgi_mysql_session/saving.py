@@ -72,6 +72,7 @@ class SessionSaving(dict[str, Any]):
         "_destroyed",
         "_expiry",
         "_key",
+        "_lent",
         "_modified",
         "_new",
         "_owner",
@@ -101,6 +102,10 @@ class SessionSaving(dict[str, Any]):
         self._cleared = False  # cleared after it was stored: the old row must go
         self._superseded = False  # loaded for an id a rotation replaced: never saved
         self._modified = False
+        # True once the app may hold a list or dict that is also in the store (it took one
+        # out, or set one it still holds): only then can a nested value change in place, so
+        # only then is the data packed again to find out.
+        self._lent = False
         #: True once the app looked at the data (the middleware then sends ``Vary: Cookie``).
         self.accessed = False
         # Set while the data is unavailable (lazy mode before loading, or the load failed):
@@ -119,6 +124,7 @@ class SessionSaving(dict[str, Any]):
         self._owner = self._stored_owner = row.owner
         self._new = False
         self._cleared = False
+        self._lent = False  # the data is fresh from the row: nothing of it was handed out
 
     def _block(self, error: SessionError | type[SessionError]) -> None:
         self._blocked = error
@@ -200,7 +206,9 @@ class SessionSaving(dict[str, Any]):
     # -- persistence -----------------------------------------------------------------
 
     def _encode(self) -> bytes:
-        raw = encode(self, checked=True)
+        # Lists and dicts never lent are as checked when set or read: only lent ones can
+        # hold something unstorable by now.
+        raw = encode(self, checked=True, nested_checked=not self._lent)
         if len(raw) > self._rows.rules.max_size:
             raise SessionTooLargeError(
                 f"session is {len(raw)} bytes encoded, over max_size={self._rows.rules.max_size}; "
@@ -250,9 +258,9 @@ class SessionSaving(dict[str, Any]):
             self._stored_owner = self._owner
             self._modified = False
             return SaveResult.CREATED
-        # Unmodified data can only have changed in place, inside a list or dict.
+        # Unmodified data can only have changed in place, inside a list or dict the app holds.
         owner_changed = self._owner != self._stored_owner  # saved even if `modified` was reset
-        if self._modified or owner_changed or (self.accessed and holds_containers(self)):
+        if self._modified or owner_changed or (self._lent and holds_containers(self)):
             if not _len(self):
                 await rows.delete(self.key_hash)
                 return self._forget()

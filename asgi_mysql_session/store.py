@@ -26,12 +26,15 @@ from .saving import (
     _update,
     _values,
 )
-from .serializer import check_value
+from .serializer import check_value, holds_containers
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
 __all__ = ["SaveResult", "SessionStore"]
+
+#: The values that can change in place after they were handed out.
+_NESTED = frozenset((list, dict))
 
 
 class SessionStore(SessionSaving):
@@ -45,7 +48,9 @@ class SessionStore(SessionSaving):
     (``json.dumps`` and ``JSONResponse`` call ``items()``), or takes ``request.session``
     (Starlette calls ``mark_accessed()``); the middleware then sends ``Vary: Cookie``.
     C-level reads of the dict storage that call no method (``dict.__getitem__(store, k)``,
-    some C extensions) are not seen: call ``mark_accessed()`` after those.
+    some C extensions) are not seen: call ``mark_accessed()`` after those, and
+    ``mark_modified()`` after changing a list or dict reached that way (changes to the ones
+    the methods hand out are found on their own).
     """
 
     __slots__ = ()
@@ -77,6 +82,7 @@ class SessionStore(SessionSaving):
     def modified(self, value: bool) -> None:
         self._modified = bool(value)
         if value:
+            self._lent = True
             self.accessed = True
 
     @property
@@ -105,7 +111,14 @@ class SessionStore(SessionSaving):
         self._modified = True
 
     def mark_modified(self) -> None:
+        """Have the save compare everything, nested values included, with what is stored.
+
+        Needed only after changing a nested value reached without the store's methods
+        (``dict.__getitem__(store, k)``, some C extensions): the methods themselves note
+        every list or dict they hand out, and the save looks inside those.
+        """
         self._modified = True
+        self._lent = True
         self.accessed = True
 
     def mark_accessed(self) -> None:
@@ -122,7 +135,10 @@ class SessionStore(SessionSaving):
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return dict.__getitem__(self, key)
+        value = dict.__getitem__(self, key)
+        if type(value) in _NESTED:
+            self._lent = True
+        return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         if self._blocked is not None:
@@ -130,6 +146,8 @@ class SessionStore(SessionSaving):
         check_value(key, value)
         self.accessed = True
         self._modified = True
+        if type(value) in _NESTED:  # the app still holds it, and may change it later
+            self._lent = True
         _set(self, key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -166,7 +184,10 @@ class SessionStore(SessionSaving):
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
-        return _get(self, key, default)
+        value = _get(self, key, default)
+        if type(value) in _NESTED:
+            self._lent = True
+        return value
 
     def keys(self) -> dict_keys[str, Any]:
         self._check()
@@ -176,17 +197,20 @@ class SessionStore(SessionSaving):
     def values(self) -> dict_values[str, Any]:
         self._check()
         self.accessed = True
+        self._lent = True
         return _values(self)
 
     def items(self) -> dict_items[str, Any]:
         self._check()
         self.accessed = True
+        self._lent = True
         return _items(self)
 
     def copy(self) -> dict[str, Any]:
         """A plain ``dict`` of the data (a snapshot: changing it changes nothing stored)."""
         self._check()
         self.accessed = True
+        self._lent = True  # a shallow copy: its lists and dicts are the store's own
         return _copy(self)
 
     def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -210,6 +234,8 @@ class SessionStore(SessionSaving):
             check_value(key, value)  # all checked before anything changes
         self.accessed = True
         self._modified = True
+        if holds_containers(incoming):
+            self._lent = True
         _update(self, incoming)
 
     def __ior__(self, other: Any) -> SessionStore:  # type: ignore[override]
@@ -242,7 +268,10 @@ class SessionStore(SessionSaving):
         self._check()
         self.accessed = True
         if _contains(self, key):
-            return dict.__getitem__(self, key)
+            value = dict.__getitem__(self, key)
+            if type(value) in _NESTED:
+                self._lent = True
+            return value
         self[key] = default
         return default
 

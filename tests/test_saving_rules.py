@@ -25,6 +25,8 @@ from asgi_mysql_session import (
     SessionStore,
     ddl,
     new_session_id,
+    saving,
+    serializer,
 )
 from asgi_mysql_session.gateway import Gateway
 from asgi_mysql_session.locks import KeyedLocks
@@ -160,6 +162,97 @@ async def test_a_nested_value_read_and_left_alone_writes_nothing(
     statements.start()
     assert await store.release() is SaveResult.NOTHING
     assert statements.delta() == {}
+
+
+# Every way the store hands out a list it holds: what the app changes through it is saved.
+HANDED_OUT: dict[str, Callable[[SessionStore], Any]] = {
+    "getitem": lambda s: s["cart"],
+    "get": lambda s: s.get("cart"),
+    "setdefault": lambda s: s.setdefault("cart", []),
+    "values": lambda s: next(v for v in s.values() if isinstance(v, list)),
+    "items": lambda s: dict(s.items())["cart"],
+    "copy": lambda s: s.copy()["cart"],
+    "or": lambda s: (s | {})["cart"],
+    "ror": lambda s: ({} | s)["cart"],
+    "dict()": lambda s: dict(s)["cart"],
+    "unpacking": lambda s: {**s}["cart"],
+}
+
+
+@pytest.mark.parametrize("way", HANDED_OUT)
+async def test_a_nested_value_changed_in_place_is_saved_whichever_method_handed_it_out(
+    rows: SessionTable, statements: StatementCounter, db: Database, table: str, way: str
+) -> None:
+    sid = await save_new(rows, a=1, cart=[1, 2])
+    store = await opened(rows, sid)
+    HANDED_OUT[way](store).append(3)
+    statements.start()
+    assert await store.release() is SaveResult.UPDATED
+    assert statements.delta() == {"update": 1}
+    assert stored(db, table, sid) == {"a": 1, "cart": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("how", ["setitem", "update", "setdefault"])
+async def test_a_nested_value_the_app_set_and_changed_afterwards_is_saved(
+    rows: SessionTable, db: Database, table: str, how: str
+) -> None:
+    sid = await save_new(rows, a=1)
+    store = await opened(rows, sid)
+    cart = [1]
+    if how == "setitem":
+        store["cart"] = cart
+    elif how == "update":
+        store.update(cart=cart)
+    else:
+        store.setdefault("cart", cart)
+    assert await store.release() is SaveResult.UPDATED
+    cart.append(2)  # the app kept its reference
+    assert await store.release() is SaveResult.UPDATED
+    assert stored(db, table, sid) == {"a": 1, "cart": [1, 2]}
+
+
+async def test_a_nested_value_changed_around_the_store_is_saved_once_marked_modified(
+    rows: SessionTable, db: Database, table: str
+) -> None:
+    sid = await save_new(rows, cart=[1, 2])
+    store = await opened(rows, sid)
+    dict.__getitem__(store, "cart").append(3)  # C-level: no method of the store saw it
+    store.mark_modified()
+    assert await store.release() is SaveResult.UPDATED
+    assert stored(db, table, sid) == {"cart": [1, 2, 3]}
+
+
+async def test_nested_values_never_handed_out_are_neither_packed_nor_checked_again(
+    rows: SessionTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read or write of a flat key costs nothing for a large cart beside it."""
+    calls: list[str] = []
+
+    def spied(name: str, module: Any) -> None:
+        real = getattr(module, name)
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+
+    cart = [{"sku": f"SKU-{n}", "qty": 1} for n in range(50)]
+    sid = await save_new(rows, user_id=7, cart=cart)
+    store = await opened(rows, sid)
+    spied("packs_to", saving)
+    spied("check_value", serializer)  # what encode() checks again at a save
+    assert store["user_id"] == 7
+    assert await store.release() is SaveResult.NOTHING
+    store["counter"] = 1
+    assert await store.release() is SaveResult.UPDATED
+    assert calls == []
+    assert store["cart"] == cart
+    assert await store.release() is SaveResult.NOTHING
+    assert calls == ["packs_to"]  # handed out: compared, since it may have changed
+    store["counter"] = 2
+    assert await store.release() is SaveResult.UPDATED
+    assert calls == ["packs_to", "check_value"]  # and checked again before it is written
 
 
 async def test_an_unstorable_value_put_inside_a_nested_value_is_refused_by_its_path(
