@@ -24,12 +24,21 @@ import logging
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-import msgpack
-
 from .errors import SessionConflictError, SessionError, SessionInterrupted, SessionTooLargeError
 from .ids import hash_id, is_well_formed, log_id, new_session_id
 from .rows import Row, SessionRows
-from .serializer import decode, encode, holds_containers, packs_to
+from .serializer import (
+    NESTED,
+    check_value,
+    decode,
+    encode,
+    holds_containers,
+    nested_keys,
+    pack_checked,
+    packed,
+    packs_to,
+    plain,
+)
 
 logger = logging.getLogger("asgi_mysql_session")
 
@@ -81,6 +90,7 @@ class SessionSaving(dict[str, Any]):
         "_sid",
         "_stored_owner",
         "_superseded",
+        "_unchecked",
         "_version",
         "_written_at",
         "accessed",
@@ -106,6 +116,9 @@ class SessionSaving(dict[str, Any]):
         # out, or set one it still holds): only then can a nested value change in place, so
         # only then is the data packed again to find out.
         self._lent = False
+        # Keys of the lists and dicts read from the row and not yet looked into (decode()
+        # does not walk them): checked when first handed out, written back as read if never.
+        self._unchecked: set[str] | None = None
         #: True once the app looked at the data (the middleware then sends ``Vary: Cookie``).
         self.accessed = False
         # Set while the data is unavailable (lazy mode before loading, or the load failed):
@@ -125,6 +138,7 @@ class SessionSaving(dict[str, Any]):
         self._new = False
         self._cleared = False
         self._lent = False  # the data is fresh from the row: nothing of it was handed out
+        self._unchecked = nested_keys(row.values)
 
     def _block(self, error: SessionError | type[SessionError]) -> None:
         self._blocked = error
@@ -142,6 +156,7 @@ class SessionSaving(dict[str, Any]):
     ) -> None:
         """Fill a store created before its row was read (the middleware's lazy path)."""
         self._sid, self._key = session_id, key_hash
+        self._unchecked = None
         if row is not None:
             self._fill(row)
         elif _len(self):
@@ -206,9 +221,19 @@ class SessionSaving(dict[str, Any]):
     # -- persistence -----------------------------------------------------------------
 
     def _encode(self) -> bytes:
-        # Lists and dicts never lent are as checked when set or read: only lent ones can
-        # hold something unstorable by now.
-        raw = encode(self, checked=True, nested_checked=not self._lent)
+        """The bytes to store. Scalars were checked when set or read; lists and dicts the
+        app got hold of may have changed in place since, so those are checked again; ones
+        from the row never handed out go back as they were read."""
+        if self._lent:
+            unchecked = self._unchecked or ()
+            for key, value in _items(self):
+                if type(value) in NESTED and key not in unchecked:
+                    check_value(key, value)
+        try:
+            raw: bytes = pack_checked(plain(self))
+        except Exception as exc:  # a row's value msgpack could read but not write (too deep)
+            encode(plain(self))  # names it
+            raise TypeError(f"session data cannot be packed: {exc}") from None
         if len(raw) > self._rows.rules.max_size:
             raise SessionTooLargeError(
                 f"session is {len(raw)} bytes encoded, over max_size={self._rows.rules.max_size}; "
@@ -267,7 +292,7 @@ class SessionSaving(dict[str, Any]):
             # Read but not set: what packs to the stored bytes is unchanged and was checked
             # when stored, so the walk that checks every nested value is skipped (a read of
             # a cart of 50 items paid it on every request).
-            if self._modified or not packs_to(self, self._raw):
+            if self._modified or not packs_to(plain(self), self._raw):
                 raw = self._encode()
                 if raw != self._raw or owner_changed:
                     return await self._write(raw)
@@ -320,6 +345,8 @@ class SessionSaving(dict[str, Any]):
                 merged.update(sets)
                 _clear(self)
                 _update(self, merged)
+                unchecked = nested_keys(row.values)
+                self._unchecked = None if unchecked is None else unchecked - sets.keys()
                 self._raw, self._version = row.data, row.version
                 self._created, self._expiry = row.created, row.expiry
                 self._stored_owner = row.owner
@@ -358,47 +385,15 @@ class SessionSaving(dict[str, Any]):
         sets = {
             key: value
             for key, value in _items(self)
-            if key not in before or _packed(before[key]) != _packed(value)
+            if key not in before or packed(before[key]) != packed(value)
         }
         return sets, before.keys() - dict.keys(self)
 
     def _forget(self) -> SaveResult:
         """The row is gone: the store is empty and new, and its old id is never reused."""
         self._destroyed, self._new, self._cleared = True, True, False
+        self._unchecked = None
         _clear(self)
         self._raw, self._version = b"", 0
         self._modified = False
         return SaveResult.DESTROYED
-
-    @property
-    def destroyed(self) -> bool:
-        """True after the row was deleted by this store (the cookie must be expired)."""
-        return self._destroyed
-
-    async def destroy(self) -> None:
-        """Delete the session now; a later ``release()`` writes nothing."""
-        if not self._new:
-            await self._rows.delete(self.key_hash)
-        self._forget()
-
-    async def regenerate(self) -> None:
-        """Give the session a new id, keeping its data; the old id stops working at once.
-
-        Call it at login and on any privilege change. Pending changes are saved by the next
-        ``release()`` under the new id.
-        """
-        self._check()
-        if self._new:  # nothing stored yet: the next save mints a fresh id
-            self._sid, self._key = None, None
-            return
-        new_sid = new_session_id()
-        new_key = hash_id(new_sid)
-        if not await self._rows.rename(self.key_hash, new_key):
-            # The row ended meanwhile (logout, "log out everywhere"): never bring it back.
-            self._forget()
-            raise SessionInterrupted("the session ended before it could be given a new id")
-        self._sid, self._key = new_sid, new_key
-
-
-def _packed(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]

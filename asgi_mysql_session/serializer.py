@@ -20,9 +20,11 @@ MAX_DEPTH = 100
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _SCALARS = (bytes, float, bool, type(None))
-_DECODED_FLAT = frozenset((str, int, bytes, float, bool, type(None)))
+#: What a decoded top-level value may be without a look inside (see ``decode``).
+_DECODED = frozenset((str, int, bytes, float, bool, type(None), list, dict))
 _STR = frozenset((str,))
-_CONTAINERS = frozenset((list, dict))
+#: The values that can change in place after the app got hold of them.
+NESTED = frozenset((list, dict))
 
 
 def holds_containers(data: dict[str, Any]) -> bool:
@@ -31,7 +33,7 @@ def holds_containers(data: dict[str, Any]) -> bool:
     Reads the dict's own storage (``dict.values``), so a session store, a dict subclass
     that counts reads, is not marked as read by its own save.
     """
-    return not _CONTAINERS.isdisjoint(map(type, dict.values(data)))
+    return not NESTED.isdisjoint(map(type, dict.values(data)))
 
 
 def check_value(key: object, value: Any) -> None:
@@ -136,28 +138,36 @@ def _check(value: Any, path: str, depth: int = 0) -> None:
     )
 
 
-def encode(data: dict[str, Any], *, checked: bool = False, nested_checked: bool = False) -> bytes:
-    """Encode a session mapping, checking it again first.
-
-    Values were checked when set, but nested ones can since have been changed in place,
-    and msgpack would happily pack a dict with int keys that can never be read back.
-    With ``checked`` (the store's own data, every key and value checked when set) only
-    lists and dicts, the values that can change in place, are checked again; with
-    ``nested_checked`` too (no list or dict was handed out since) none is.
-    """
-    if not checked or (not nested_checked and holds_containers(data)):
-        for key, value in dict.items(data):
-            if not checked or type(value) is list or type(value) is dict:
-                check_value(key, value)
-    if checked:
-        # Every key and value is of an exact type by now, so strict and lax packing give the
-        # same bytes; lax packing takes the store (a dict subclass) without a copy.
-        packed: bytes = _pack_checked(data)
-        return packed
+def encode(data: dict[str, Any]) -> bytes:
+    """Encode a session mapping, checking every key and value first (nested ones included:
+    msgpack would happily pack a dict with int keys that can never be read back)."""
+    for key, value in dict.items(data):
+        check_value(key, value)
     return msgpack.packb(data, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
 
 
-_pack_checked: Any = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+#: Packs data whose values are known to be storable (the store's, see ``SessionSaving``): every
+#: key and value is of an exact type by then, so this gives the bytes strict packing would.
+pack_checked: Any = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def packed(value: Any) -> bytes:
+    """One value's bytes, packed strictly (to compare two values' types exactly)."""
+    return msgpack.packb(value, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
+
+
+def plain(store: dict[str, Any]) -> dict[str, Any]:
+    """A dict subclass's data as a plain dict, taken in C: msgpack packs a subclass, and
+    ``dict.copy`` copies one, through its ``items()``/``keys()``, which the store counts as
+    the app's."""
+    return dict(dict.items(store))
+
+
+def nested_keys(values: dict[str, Any]) -> set[str] | None:
+    """The keys of the lists and dicts in ``values`` (None if there are none)."""
+    if not holds_containers(values):
+        return None
+    return {key for key, value in values.items() if type(value) in NESTED}
 
 
 def packs_to(data: dict[str, Any], stored: bytes) -> bool:
@@ -165,29 +175,38 @@ def packs_to(data: dict[str, Any], stored: bytes) -> bool:
     write). Packed without the type walk: anything it cannot pack, or packs differently,
     is simply "changed", and ``encode`` then checks and refuses it by name."""
     try:
-        return bool(_pack_checked(data) == stored)
+        return bool(pack_checked(data) == stored)
     except Exception:  # unpackable (a set, an object, too deep): changed, encode() says why
         return False
 
 
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"ext type {code} is not a session value")
+
+
 def decode(raw: bytes) -> dict[str, Any]:
-    """Decode a stored row; anything but a str-keyed map is a ``SessionDecodeError``."""
+    """Decode a stored row; anything but a str-keyed map of storable values is a
+    ``SessionDecodeError``.
+
+    Lists and dicts are not walked here (an 8 KB cart is 250 values, and most requests never
+    look at it): the store checks each one the first time it hands it to the app
+    (``SessionSaving._lend``) and writes the ones never handed out back as they were read.
+    msgpack itself guarantees the rest: str is valid UTF-8, ints are in range, map keys are
+    str or bytes, and ext types are refused here.
+    """
     if not raw:
         return {}
     try:
-        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise SessionDecodeError(f"stored session data is not valid msgpack: {exc}") from exc
     if not isinstance(data, dict):
         raise SessionDecodeError("stored session data is not a map")
-    # Rows written by something else may hold what msgpack decodes but we never store
-    # (ext types, bytes keys, absurd nesting): refuse them here, not on every later save.
-    # Decoded str is valid UTF-8 and decoded ints are in range, so flat values need no walk
-    # (checked by set operations in C: this runs on every read).
-    if _STR.issuperset(map(type, data)) and _DECODED_FLAT.issuperset(map(type, data.values())):
+    # Set operations in C: this runs on every read.
+    if _STR.issuperset(map(type, data)) and _DECODED.issuperset(map(type, data.values())):
         return data
     for key, value in data.items():
-        if type(key) is not str or type(value) not in _DECODED_FLAT:
+        if type(key) is not str or type(value) not in _DECODED:
             try:
                 check_value(key, value)
             except TypeError as exc:

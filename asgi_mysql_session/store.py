@@ -8,10 +8,12 @@ refuse access before the data is loaded and to track reads and changes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .ids import log_id
+from .errors import SessionInterrupted
+from .ids import hash_id, log_id, new_session_id
 from .saving import (
     SaveResult,
     SessionSaving,
@@ -26,15 +28,14 @@ from .saving import (
     _update,
     _values,
 )
-from .serializer import check_value, holds_containers
+from .serializer import NESTED, check_value, holds_containers
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
 
 __all__ = ["SaveResult", "SessionStore"]
 
-#: The values that can change in place after they were handed out.
-_NESTED = frozenset((list, dict))
+logger = logging.getLogger("asgi_mysql_session")
 
 
 class SessionStore(SessionSaving):
@@ -83,6 +84,7 @@ class SessionStore(SessionSaving):
         self._modified = bool(value)
         if value:
             self._lent = True
+            self._unchecked = None
             self.accessed = True
 
     @property
@@ -119,6 +121,7 @@ class SessionStore(SessionSaving):
         """
         self._modified = True
         self._lent = True
+        self._unchecked = None  # check everything at the save: it may have been changed
         self.accessed = True
 
     def mark_accessed(self) -> None:
@@ -129,6 +132,44 @@ class SessionStore(SessionSaving):
         tag = log_id(self._sid) if self._sid else "(no id yet)"
         return f"<SessionStore {tag} keys={_len(self)} new={self._new}>"
 
+    # -- what the app gets hold of ------------------------------------------------------
+
+    def _verified(self, key: str) -> bool:
+        """Check the list or dict under ``key`` if it came from the row unchecked. One that
+        cannot be stored (a row written by something else: bytes keys, a timestamp, absurd
+        nesting) is logged and dropped, and the row is written again without it: False."""
+        unchecked = self._unchecked
+        if unchecked is not None and key in unchecked:
+            unchecked.discard(key)
+            try:
+                check_value(key, dict.__getitem__(self, key))
+            except TypeError as exc:
+                logger.warning(
+                    "dropping a stored value of session %s that cannot be stored: %s",
+                    log_id(self._sid or ""),
+                    exc,
+                )
+                _del(self, key)
+                self._modified = True
+                return False
+        return True
+
+    def _verify_all(self) -> None:
+        if self._unchecked:
+            for key in list(self._unchecked):
+                self._verified(key)
+
+    def _lend(self, key: str) -> bool:
+        """Note that the app gets the list or dict under ``key`` (verified first)."""
+        if self._verified(key):
+            self._lent = True
+            return True
+        return False
+
+    def _lend_all(self) -> None:
+        self._verify_all()
+        self._lent = True
+
     # -- mapping (every dict method that reads or writes the data) -------------------
 
     def __getitem__(self, key: str) -> Any:
@@ -136,8 +177,8 @@ class SessionStore(SessionSaving):
             raise self._blocked
         self.accessed = True
         value = dict.__getitem__(self, key)
-        if type(value) in _NESTED:
-            self._lent = True
+        if type(value) in NESTED and not self._lend(key):
+            raise KeyError(key)  # an unstorable value from the row, dropped
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -146,8 +187,10 @@ class SessionStore(SessionSaving):
         check_value(key, value)
         self.accessed = True
         self._modified = True
-        if type(value) in _NESTED:  # the app still holds it, and may change it later
+        if type(value) in NESTED:  # the app still holds it, and may change it later
             self._lent = True
+        if self._unchecked is not None:
+            self._unchecked.discard(key)
         _set(self, key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -161,11 +204,13 @@ class SessionStore(SessionSaving):
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
+        self._verify_all()  # the keys of values dropped when read must not be listed
         return dict.__iter__(self)
 
     def __reversed__(self) -> Iterator[str]:
         self._check()
         self.accessed = True
+        self._verify_all()
         return dict.__reversed__(self)
 
     def __len__(self) -> int:
@@ -185,32 +230,33 @@ class SessionStore(SessionSaving):
             raise self._blocked
         self.accessed = True
         value = _get(self, key, default)
-        if type(value) in _NESTED:
-            self._lent = True
+        if type(value) in NESTED and not self._lend(key):
+            return default
         return value
 
     def keys(self) -> dict_keys[str, Any]:
         self._check()
         self.accessed = True
+        self._verify_all()
         return dict.keys(self)
 
     def values(self) -> dict_values[str, Any]:
         self._check()
         self.accessed = True
-        self._lent = True
+        self._lend_all()
         return _values(self)
 
     def items(self) -> dict_items[str, Any]:
         self._check()
         self.accessed = True
-        self._lent = True
+        self._lend_all()
         return _items(self)
 
     def copy(self) -> dict[str, Any]:
         """A plain ``dict`` of the data (a snapshot: changing it changes nothing stored)."""
         self._check()
         self.accessed = True
-        self._lent = True  # a shallow copy: its lists and dicts are the store's own
+        self._lend_all()  # a shallow copy: its lists and dicts are the store's own
         return _copy(self)
 
     def __or__(self, other: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -236,6 +282,8 @@ class SessionStore(SessionSaving):
         self._modified = True
         if holds_containers(incoming):
             self._lent = True
+        if self._unchecked is not None:
+            self._unchecked.difference_update(incoming)
         _update(self, incoming)
 
     def __ior__(self, other: Any) -> SessionStore:  # type: ignore[override]
@@ -247,7 +295,7 @@ class SessionStore(SessionSaving):
         self._check()
         if len(default) > 1:
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        if _contains(self, key):
+        if _contains(self, key) and (type(dict.__getitem__(self, key)) not in NESTED or self._lend(key)):
             self.accessed = True
             self._modified = True
             return dict.pop(self, key)
@@ -260,6 +308,7 @@ class SessionStore(SessionSaving):
         """Remove and return the most recently set item, as ``dict.popitem`` does."""
         self._check()
         self.accessed = True
+        self._lend_all()
         item = dict.popitem(self)
         self._modified = True
         return item
@@ -269,9 +318,8 @@ class SessionStore(SessionSaving):
         self.accessed = True
         if _contains(self, key):
             value = dict.__getitem__(self, key)
-            if type(value) in _NESTED:
-                self._lent = True
-            return value
+            if type(value) not in NESTED or self._lend(key):
+                return value
         self[key] = default
         return default
 
@@ -289,11 +337,43 @@ class SessionStore(SessionSaving):
         """
         self._check()
         self.accessed = True
+        self._unchecked = None
         if _len(self):
             self._modified = True
             _clear(self)
         if not self._new:
             self._cleared = True
+
+    # -- the session's life ------------------------------------------------------------
+
+    @property
+    def destroyed(self) -> bool:
+        """True after the row was deleted by this store (the cookie must be expired)."""
+        return self._destroyed
+
+    async def destroy(self) -> None:
+        """Delete the session now; a later ``release()`` writes nothing."""
+        if not self._new:
+            await self._rows.delete(self.key_hash)
+        self._forget()
+
+    async def regenerate(self) -> None:
+        """Give the session a new id, keeping its data; the old id stops working at once.
+
+        Call it at login and on any privilege change. Pending changes are saved by the next
+        ``release()`` under the new id.
+        """
+        self._check()
+        if self._new:  # nothing stored yet: the next save mints a fresh id
+            self._sid, self._key = None, None
+            return
+        new_sid = new_session_id()
+        new_key = hash_id(new_sid)
+        if not await self._rows.rename(self.key_hash, new_key):
+            # The row ended meanwhile (logout, "log out everywhere"): never bring it back.
+            self._forget()
+            raise SessionInterrupted("the session ended before it could be given a new id")
+        self._sid, self._key = new_sid, new_key
 
     # -- the Go store's names --------------------------------------------------------
 

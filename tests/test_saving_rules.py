@@ -11,10 +11,12 @@ test's own connection; where the cost is the point, the statements are counted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import pytest
 from conftest import Database, FakeClock, StatementCounter, is_tombstone, key_of, save_new, table_on
 
@@ -28,6 +30,7 @@ from asgi_mysql_session import (
     saving,
     serializer,
 )
+from asgi_mysql_session import store as store_module
 from asgi_mysql_session.gateway import Gateway
 from asgi_mysql_session.locks import KeyedLocks
 from asgi_mysql_session.metrics import SessionObserver
@@ -222,7 +225,7 @@ async def test_a_nested_value_changed_around_the_store_is_saved_once_marked_modi
     assert stored(db, table, sid) == {"cart": [1, 2, 3]}
 
 
-async def test_nested_values_never_handed_out_are_neither_packed_nor_checked_again(
+async def test_nested_values_are_checked_when_first_handed_out_and_packed_only_after(
     rows: SessionTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read or write of a flat key costs nothing for a large cart beside it."""
@@ -239,20 +242,64 @@ async def test_nested_values_never_handed_out_are_neither_packed_nor_checked_aga
 
     cart = [{"sku": f"SKU-{n}", "qty": 1} for n in range(50)]
     sid = await save_new(rows, user_id=7, cart=cart)
-    store = await opened(rows, sid)
     spied("packs_to", saving)
-    spied("check_value", serializer)  # what encode() checks again at a save
+    spied("check_value", saving)  # a save's
+    spied("check_value", store_module)  # when handed out
+    spied("check_value", serializer)  # decode()'s
+    store = await opened(rows, sid)
     assert store["user_id"] == 7
     assert await store.release() is SaveResult.NOTHING
+    assert calls == []  # the cart was not walked when read, nor packed at release
     store["counter"] = 1
+    calls.clear()  # (the counter's own check)
     assert await store.release() is SaveResult.UPDATED
-    assert calls == []
+    assert calls == []  # nor walked when written back
+    assert store["cart"] == cart
+    assert calls == ["check_value"]  # checked the first time the app gets it
     assert store["cart"] == cart
     assert await store.release() is SaveResult.NOTHING
-    assert calls == ["packs_to"]  # handed out: compared, since it may have changed
+    assert calls == ["check_value", "packs_to"]  # the app holds it: compared at release
     store["counter"] = 2
+    calls.clear()
     assert await store.release() is SaveResult.UPDATED
-    assert calls == ["packs_to", "check_value"]  # and checked again before it is written
+    assert calls == ["check_value"]  # and checked again before it is written
+
+
+async def test_a_stored_nested_value_that_cannot_be_stored_is_dropped_when_first_handed_out(
+    rows: SessionTable, db: Database, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row written by something else: the rest of the session stays, the bad value goes."""
+    sid = await save_new(rows, user="ada", prefs={"lang": "en"})
+    db.query(
+        f"UPDATE `{table}` SET session_data = %s WHERE session_key = %s",
+        (
+            msgpack.packb({"user": "ada", "prefs": {b"lang": "en"}, "cart": [1]}, use_bin_type=True),
+            key_of(sid),
+        ),
+    )
+    store = await opened(rows, sid)
+    assert not store.is_new
+    with caplog.at_level(logging.WARNING, logger="asgi_mysql_session"):
+        assert store.get("prefs") is None
+    assert "dict keys must be str" in caplog.text and sid not in caplog.text
+    assert sorted(store) == ["cart", "user"]
+    assert await store.release() is SaveResult.UPDATED  # written again without it
+    assert stored(db, table, sid) == {"user": "ada", "cart": [1]}
+
+
+async def test_a_stored_nested_value_never_handed_out_is_written_back_as_it_was_read(
+    rows: SessionTable, db: Database, table: str
+) -> None:
+    sid = await save_new(rows, user="ada")
+    foreign = {"user": "ada", "at": [msgpack.Timestamp(1, 0)]}  # not a value the app could set
+    db.query(
+        f"UPDATE `{table}` SET session_data = %s WHERE session_key = %s",
+        (msgpack.packb(foreign, use_bin_type=True), key_of(sid)),
+    )
+    store = await opened(rows, sid)
+    store["n"] = 1
+    assert await store.release() is SaveResult.UPDATED
+    assert stored(db, table, sid) == {**foreign, "n": 1}
 
 
 async def test_an_unstorable_value_put_inside_a_nested_value_is_refused_by_its_path(
