@@ -5,7 +5,8 @@ provider, as Django keeps ``SessionBase`` apart from its backends. Saving follow
 set, documented in the README:
 
 * nothing is written unless the encoded data (or the owner) differs from what was read, so
-  in-place mutation of nested values is caught without ``mark_modified()``;
+  in-place mutation of nested values is caught without ``mark_modified()``; lists and dicts
+  count only once the app got hold of them (``store.py``), others go back as read;
 * a new session is one INSERT; an emptied one is one DELETE (logout);
 * an existing one is one UPDATE conditioned on the version it was read at. If another
   writer got there first, the row is read again and only this request's own key-level
@@ -289,9 +290,7 @@ class SessionSaving(dict[str, Any]):
             if not _len(self):
                 await rows.delete(self.key_hash)
                 return self._forget()
-            # Read but not set: what packs to the stored bytes is unchanged and was checked
-            # when stored, so the walk that checks every nested value is skipped (a read of
-            # a cart of 50 items paid it on every request).
+            # Read but not set: what packs to the stored bytes is unchanged, so needs no check.
             if self._modified or not packs_to(plain(self), self._raw):
                 raw = self._encode()
                 if raw != self._raw or owner_changed:
