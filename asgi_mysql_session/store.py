@@ -223,6 +223,9 @@ class SessionStore(SessionSaving):
         if self._blocked is not None:
             raise self._blocked
         self.accessed = True
+        unchecked = self._unchecked
+        if unchecked is not None and key in unchecked:
+            self._verified(key)  # (so `k in session` and then `session[k]` agree)
         return _contains(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:

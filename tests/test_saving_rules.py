@@ -287,6 +287,21 @@ async def test_a_stored_nested_value_that_cannot_be_stored_is_dropped_when_first
     assert stored(db, table, sid) == {"user": "ada", "cart": [1]}
 
 
+async def test_a_key_whose_stored_value_cannot_be_stored_is_not_in_the_session(
+    rows: SessionTable, db: Database, table: str
+) -> None:
+    """``k in session`` and ``session[k]`` agree, whichever the app asks first."""
+    sid = await save_new(rows, user="ada")
+    db.query(
+        f"UPDATE `{table}` SET session_data = %s WHERE session_key = %s",
+        (msgpack.packb({"user": "ada", "prefs": {b"lang": "en"}}), key_of(sid)),
+    )
+    store = await opened(rows, sid)
+    assert "prefs" not in store
+    with pytest.raises(KeyError):
+        store["prefs"]
+
+
 async def test_a_stored_nested_value_never_handed_out_is_written_back_as_it_was_read(
     rows: SessionTable, db: Database, table: str
 ) -> None:
