@@ -122,9 +122,16 @@ def assert_no_connection_checked_out(provider: Pooled) -> None:
     assert not in_use, f"{in_use} connection(s) still checked out of the pool"
 
 
+def provider_on(table: str, clock: FakeClock, **options: Any) -> MySQLSessionProvider:
+    """A provider of the test's table and clock (created if missing, no background sweep
+    unless ``gc_interval`` says otherwise), with the options the test is about."""
+    options.setdefault("gc_interval", None)
+    return MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, **options)
+
+
 @pytest.fixture
 async def provider(table: str, clock: FakeClock) -> AsyncIterator[MySQLSessionProvider]:
-    p = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=None)
+    p = provider_on(table, clock)
     await p.open()
     yield p
     assert_no_connection_checked_out(p)

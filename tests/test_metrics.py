@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import MYSQL_URL, FakeClock
+from conftest import FakeClock, provider_on
 from prometheus_client import CollectorRegistry
 from sessionapp import client, make_app
 
@@ -21,14 +21,7 @@ def registry() -> CollectorRegistry:
 async def observed(
     table: str, clock: FakeClock, registry: CollectorRegistry
 ) -> AsyncIterator[MySQLSessionProvider]:
-    provider = MySQLSessionProvider(
-        MYSQL_URL,
-        table=table,
-        create_table=True,
-        clock=clock,
-        gc_interval=None,
-        observer=PrometheusObserver(registry),
-    )
+    provider = provider_on(table, clock, observer=PrometheusObserver(registry))
     async with provider:
         yield provider
 

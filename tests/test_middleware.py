@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from asgitools import serve, websocket_connect
-from conftest import MYSQL_URL, Database, FakeClock, StatementCounter
+from conftest import MYSQL_URL, Database, FakeClock, StatementCounter, provider_on
 from sessionapp import client, make_app
 
 from asgi_mysql_session import MySQLSessionProvider, SessionConfigError, SessionMiddleware
@@ -468,15 +468,7 @@ async def test_session_ids_never_appear_in_logs(
 
 
 async def test_absolute_lifetime_ends_an_active_session(table: str, clock: FakeClock) -> None:
-    provider = MySQLSessionProvider(
-        MYSQL_URL,
-        table=table,
-        create_table=True,
-        clock=clock,
-        gc_interval=None,
-        max_lifetime=600,
-        absolute_lifetime=1800,
-    )
+    provider = provider_on(table, clock, max_lifetime=600, absolute_lifetime=1800)
     async with provider, client(make_app(provider)) as http:
         await logged_in(http)
         for _ in range(5):

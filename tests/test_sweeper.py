@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import pytest
-from conftest import MYSQL_URL, Database, FakeClock, new_gateway, table_on
+from conftest import Database, FakeClock, new_gateway, provider_on, table_on
 
 from asgi_mysql_session import ExpirySweeper, MySQLSessionProvider
 
@@ -33,7 +33,7 @@ async def wait_until(condition, seconds: float = 10.0) -> None:  # type: ignore[
 
 
 async def test_open_starts_the_sweeper_and_close_stops_it(table: str, clock: FakeClock) -> None:
-    provider = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=0.02)
+    provider = provider_on(table, clock, gc_interval=0.02)
     async with provider:
         sweeper = provider.sweeper
         assert sweeper is not None and sweeper.running
@@ -70,7 +70,7 @@ async def test_the_lock_is_released_after_a_sweep(
 async def test_a_failed_sweep_is_logged_and_retried_next_interval(
     table: str, clock: FakeClock, caplog: pytest.LogCaptureFixture, db: Database
 ) -> None:
-    provider = MySQLSessionProvider(MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=0.02)
+    provider = provider_on(table, clock, gc_interval=0.02)
     async with provider:
         sweeper = provider.sweeper
         assert sweeper is not None
@@ -87,9 +87,7 @@ async def test_a_failed_sweep_is_logged_and_retried_next_interval(
 
 
 async def test_sweeps_delete_in_bounded_batches(table: str, clock: FakeClock) -> None:
-    provider = MySQLSessionProvider(
-        MYSQL_URL, table=table, create_table=True, clock=clock, gc_interval=None, gc_batch_size=2
-    )
+    provider = provider_on(table, clock, gc_batch_size=2)
     async with provider:
         await expired_sessions(provider, clock, 5)
         batches: list[int] = []
@@ -100,15 +98,7 @@ async def test_sweeps_delete_in_bounded_batches(table: str, clock: FakeClock) ->
 async def test_stop_lets_a_sweep_under_way_finish_and_give_its_lock_back(
     table: str, clock: FakeClock, db: Database
 ) -> None:
-    provider = MySQLSessionProvider(
-        MYSQL_URL,
-        table=table,
-        create_table=True,
-        clock=clock,
-        gc_interval=None,
-        gc_batch_size=5,
-        gc_pause=0.05,
-    )
+    provider = provider_on(table, clock, gc_batch_size=5, gc_pause=0.05)
     async with provider:
         await expired_sessions(provider, clock, 40)  # 8 batches, 0.05 s apart: a sweep of ~0.4 s
         sweeper = ExpirySweeper(provider, interval=0.01, jitter=0)
