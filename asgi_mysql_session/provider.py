@@ -58,6 +58,9 @@ class MySQLSessionProvider(LoopBound):
 
     Session reads that arrive in the same event-loop turn share one SELECT
     (``coalesce_reads=False`` sends each on its own; see ``asgi_mysql_session.coalesce``).
+    A list or dict stored in 1 KB or more is decoded only when the app first asks for it
+    (``lazy_values=False`` decodes every row whole, for C code that reads the session's
+    dict storage directly, such as ``orjson.dumps(request.session)``).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class MySQLSessionProvider(LoopBound):
         causal_reads: bool = True,
         lease_ttl: float = 15.0,
         coalesce_reads: bool = True,
+        lazy_values: bool = True,
     ) -> None:
         if (dsn is None) == (pool is None):
             raise SessionConfigError("pass exactly one of dsn= or pool=")
@@ -121,6 +125,7 @@ class MySQLSessionProvider(LoopBound):
             self.observer,
             self._leases,
             coalesce_reads=coalesce_reads,
+            lazy_values=lazy_values,
             gc_batch_size=gc_batch_size,
             gc_pause=gc_pause,
         )

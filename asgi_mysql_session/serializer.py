@@ -20,11 +20,40 @@ MAX_DEPTH = 100
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _SCALARS = (bytes, float, bool, type(None))
-#: What a decoded top-level value may be without a look inside (see ``decode``).
-_DECODED = frozenset((str, int, bytes, float, bool, type(None), list, dict))
 _STR = frozenset((str,))
 #: The values that can change in place after the app got hold of them.
 NESTED = frozenset((list, dict))
+#: A list or dict packed into this many bytes or more is left packed when a row is read
+#: (``decode(raw, lazy=True)``) until the app first asks for it.
+LAZY_SIZE = 1024
+#: First bytes of a packed map (fixmap, map 16/32), and of a packed map or array.
+_MAP_FIRST = frozenset((*range(0x80, 0x90), 0xDE, 0xDF))
+_CONTAINER_FIRST = _MAP_FIRST | {*range(0x90, 0xA0), 0xDC, 0xDD}
+
+
+class Packed:
+    """A list or dict of a row, kept as the bytes it was stored as.
+
+    Decoding an 8 KB cart costs a request more than everything else it does, and most
+    requests never look at it. The store decodes one when the app first asks for it
+    (``unpack_value``) and writes one never asked for back byte for byte
+    (``pack_values``). C code that reads the dict's storage without calling a method
+    sees this object: call ``session.copy()`` to get plain values first.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"<asgi_mysql_session: a stored list or dict of {len(self.raw)} bytes, not decoded yet>"
+
+
+#: What the store hands out only after a look (and a decode, for ``Packed``).
+LENDABLE = frozenset((list, dict, Packed))
+#: What a decoded top-level value may be without a look inside (see ``decode``).
+_DECODED = frozenset((str, int, bytes, float, bool, type(None), list, dict, Packed))
 
 
 def holds_containers(data: dict[str, Any]) -> bool:
@@ -153,7 +182,24 @@ pack_checked: Any = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 def packed(value: Any) -> bytes:
     """One value's bytes, packed strictly (to compare two values' types exactly)."""
+    if type(value) is Packed:
+        return value.raw
     return msgpack.packb(value, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
+
+
+_pack_map_header: Any = msgpack.Packer(autoreset=True).pack_map_header
+_PACKED = frozenset((Packed,))
+
+
+def pack_values(values: dict[str, Any]) -> bytes:
+    """``pack_checked``, with the bytes of values still ``Packed`` put back as they were."""
+    if _PACKED.isdisjoint(map(type, values.values())):
+        return pack_checked(values)  # type: ignore[no-any-return]
+    parts = [_pack_map_header(len(values))]
+    for key, value in values.items():
+        parts.append(pack_checked(key))
+        parts.append(value.raw if type(value) is Packed else pack_checked(value))
+    return b"".join(parts)
 
 
 def plain(store: dict[str, Any]) -> dict[str, Any]:
@@ -164,10 +210,10 @@ def plain(store: dict[str, Any]) -> dict[str, Any]:
 
 
 def nested_keys(values: dict[str, Any]) -> set[str] | None:
-    """The keys of the lists and dicts in ``values`` (None if there are none)."""
-    if not holds_containers(values):
+    """The keys of the lists and dicts in ``values``, packed or not (None if there are none)."""
+    if LENDABLE.isdisjoint(map(type, values.values())):
         return None
-    return {key for key, value in values.items() if type(value) in NESTED}
+    return {key for key, value in values.items() if type(value) in LENDABLE}
 
 
 def packs_to(data: dict[str, Any], stored: bytes) -> bool:
@@ -175,7 +221,7 @@ def packs_to(data: dict[str, Any], stored: bytes) -> bool:
     write). Packed without the type walk: anything it cannot pack, or packs differently,
     is simply "changed", and ``encode`` then checks and refuses it by name."""
     try:
-        return bool(pack_checked(data) == stored)
+        return pack_values(data) == stored
     except Exception:  # unpackable (a set, an object, too deep): changed, encode() says why
         return False
 
@@ -184,20 +230,32 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"ext type {code} is not a session value")
 
 
-def decode(raw: bytes) -> dict[str, Any]:
+def unpack_value(value: Packed) -> Any:
+    """A ``Packed`` value decoded as ``decode`` would have (it is checked by the caller)."""
+    try:
+        return msgpack.unpackb(value.raw, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except Exception as exc:
+        raise SessionDecodeError(f"stored session data is not valid msgpack: {exc}") from exc
+
+
+def decode(raw: bytes, *, lazy: bool = False) -> dict[str, Any]:
     """Decode a stored row; anything but a str-keyed map of storable values is a
     ``SessionDecodeError``.
 
     Lists and dicts are not walked here (an 8 KB cart is 250 values, and most requests never
     look at it): the store checks each one the first time it hands it to the app
     (``SessionSaving._lend``) and writes the ones never handed out back as they were read.
-    msgpack itself guarantees the rest: str is valid UTF-8, ints are in range, map keys are
-    str or bytes, and ext types are refused here.
+    With ``lazy``, the ones packed into ``LAZY_SIZE`` bytes or more are not even decoded:
+    they stay ``Packed``. msgpack itself guarantees the rest: str is valid UTF-8, ints are
+    in range, map keys are str or bytes, and ext types are refused here.
     """
     if not raw:
         return {}
     try:
-        data = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_ext)
+        if lazy and len(raw) >= LAZY_SIZE:
+            data = _decode_top_level(raw)
+        else:
+            data = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise SessionDecodeError(f"stored session data is not valid msgpack: {exc}") from exc
     if not isinstance(data, dict):
@@ -211,4 +269,34 @@ def decode(raw: bytes) -> dict[str, Any]:
                 check_value(key, value)
             except TypeError as exc:
                 raise SessionDecodeError(f"stored session data holds an unsupported value: {exc}") from None
+    return data
+
+
+def _decode_top_level(raw: bytes) -> Any:
+    """The top-level map of ``raw``, its big lists and dicts left ``Packed`` (skipped by
+    msgpack in C, which still checks that they are whole)."""
+    unpacker = msgpack.Unpacker(
+        None, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_buffer_size=len(raw)
+    )
+    unpacker.feed(raw)
+    if raw[0] not in _MAP_FIRST:
+        return unpacker.unpack()  # not a map: decode() says so
+    unpack, tell = unpacker.unpack, unpacker.tell
+    data = {}
+    for _ in range(unpacker.read_map_header()):
+        key = unpack()
+        start = tell()
+        if raw[start] in _CONTAINER_FIRST:
+            unpacker.skip()
+            end = tell()
+            piece = raw[start:end]
+            data[key] = (
+                Packed(piece)
+                if end - start >= LAZY_SIZE
+                else msgpack.unpackb(piece, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+            )
+        else:
+            data[key] = unpack()
+    if tell() != len(raw):
+        raise ValueError("extra data after the map")
     return data

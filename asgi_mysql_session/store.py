@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SessionInterrupted
 from .ids import hash_id, log_id, new_session_id
-from .saving import (
-    SaveResult,
-    SessionSaving,
+from .loading import (
+    _DROPPED,
     _clear,
     _contains,
     _copy,
@@ -28,7 +27,8 @@ from .saving import (
     _update,
     _values,
 )
-from .serializer import NESTED, check_value, holds_containers
+from .saving import SaveResult, SessionSaving
+from .serializer import LENDABLE, NESTED, check_value, holds_containers
 
 if TYPE_CHECKING:
     from _collections_abc import dict_items, dict_keys, dict_values
@@ -83,9 +83,7 @@ class SessionStore(SessionSaving):
     def modified(self, value: bool) -> None:
         self._modified = bool(value)
         if value:
-            self._lent = True
-            self._unchecked = None
-            self.accessed = True
+            self.mark_modified()
 
     @property
     def expiry(self) -> int:
@@ -121,6 +119,7 @@ class SessionStore(SessionSaving):
         """
         self._modified = True
         self._lent = True
+        self._verify_all()  # (decodes what is still Packed: the app may have set it by then)
         self._unchecked = None  # check everything at the save: it may have been changed
         self.accessed = True
 
@@ -134,42 +133,6 @@ class SessionStore(SessionSaving):
 
     # -- what the app gets hold of ------------------------------------------------------
 
-    def _verified(self, key: str) -> bool:
-        """Check the list or dict under ``key`` if it came from the row unchecked. One that
-        cannot be stored (a row written by something else: bytes keys, a timestamp, absurd
-        nesting) is logged and dropped, and the row is written again without it: False."""
-        unchecked = self._unchecked
-        if unchecked is not None and key in unchecked:
-            unchecked.discard(key)
-            try:
-                check_value(key, dict.__getitem__(self, key))
-            except TypeError as exc:
-                logger.warning(
-                    "dropping a stored value of session %s that cannot be stored: %s",
-                    log_id(self._sid or ""),
-                    exc,
-                )
-                _del(self, key)
-                self._modified = True
-                return False
-        return True
-
-    def _verify_all(self) -> None:
-        if self._unchecked:
-            for key in list(self._unchecked):
-                self._verified(key)
-
-    def _lend(self, key: str) -> bool:
-        """Note that the app gets the list or dict under ``key`` (verified first)."""
-        if self._verified(key):
-            self._lent = True
-            return True
-        return False
-
-    def _lend_all(self) -> None:
-        self._verify_all()
-        self._lent = True
-
     # -- mapping (every dict method that reads or writes the data) -------------------
 
     def __getitem__(self, key: str) -> Any:
@@ -177,8 +140,10 @@ class SessionStore(SessionSaving):
             raise self._blocked
         self.accessed = True
         value = dict.__getitem__(self, key)
-        if type(value) in NESTED and not self._lend(key):
-            raise KeyError(key)  # an unstorable value from the row, dropped
+        if type(value) in LENDABLE:
+            value = self._lend(key)
+            if value is _DROPPED:  # an unstorable value from the row
+                raise KeyError(key)
         return value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -199,6 +164,8 @@ class SessionStore(SessionSaving):
         self.accessed = True
         _del(self, key)
         self._modified = True
+        if self._unchecked is not None:
+            self._unchecked.discard(key)
 
     def __iter__(self) -> Iterator[str]:
         if self._blocked is not None:
@@ -233,8 +200,10 @@ class SessionStore(SessionSaving):
             raise self._blocked
         self.accessed = True
         value = _get(self, key, default)
-        if type(value) in NESTED and not self._lend(key):
-            return default
+        if type(value) in LENDABLE:
+            value = self._lend(key)
+            if value is _DROPPED:
+                return default
         return value
 
     def keys(self) -> dict_keys[str, Any]:
@@ -276,6 +245,16 @@ class SessionStore(SessionSaving):
         merged.update(self.copy())
         return merged
 
+    def __eq__(self, other: object) -> bool:
+        self._check()
+        self.accessed = True
+        self._verify_all()  # values still Packed are compared decoded
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
     def update(self, *args: Any, **kwargs: Any) -> None:
         self._check()
         incoming = dict(*args, **kwargs)
@@ -298,7 +277,9 @@ class SessionStore(SessionSaving):
         self._check()
         if len(default) > 1:
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        if _contains(self, key) and (type(dict.__getitem__(self, key)) not in NESTED or self._lend(key)):
+        if _contains(self, key) and (
+            type(dict.__getitem__(self, key)) not in LENDABLE or self._lend(key) is not _DROPPED
+        ):
             self.accessed = True
             self._modified = True
             return dict.pop(self, key)
@@ -321,7 +302,9 @@ class SessionStore(SessionSaving):
         self.accessed = True
         if _contains(self, key):
             value = dict.__getitem__(self, key)
-            if type(value) not in NESTED or self._lend(key):
+            if type(value) in LENDABLE:
+                value = self._lend(key)
+            if value is not _DROPPED:
                 return value
         self[key] = default
         return default

@@ -46,6 +46,7 @@ class SessionTable:
         leases: Leases,
         *,
         coalesce_reads: bool,
+        lazy_values: bool = True,
         gc_batch_size: int,
         gc_pause: float,
     ) -> None:
@@ -62,6 +63,8 @@ class SessionTable:
         self.gc_pause = gc_pause
         #: Reads of one event-loop turn share one SELECT (asgi_mysql_session.coalesce).
         self.coalescer = ReadCoalescer(gateway, self.sql, self.select_one) if coalesce_reads else None
+        #: Big lists and dicts stay packed until the app asks for them (``serializer.Packed``).
+        self.lazy_values = lazy_values
 
     # -- reads -------------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class SessionTable:
             return None
         data, expiry, version, created, owner = found
         try:
-            values = decode(data) if version else {}
+            values = decode(data, lazy=self.lazy_values) if version else {}
         except SessionDecodeError as exc:
             logger.warning("dropping undecodable session %s: %s", key_hash[:12], exc)
             await self.delete(key_hash)

@@ -175,6 +175,7 @@ def table_on(
     clock: Clock = time.time,
     *,
     coalesce_reads: bool = True,
+    lazy_values: bool = True,
     observer: SessionObserver | None = None,
     **rules: Any,
 ) -> SessionTable:
@@ -187,6 +188,7 @@ def table_on(
         observer or SessionObserver(),
         Leases(name, 15.0),
         coalesce_reads=coalesce_reads,
+        lazy_values=lazy_values,
         gc_batch_size=1000,
         gc_pause=0.05,
     )

@@ -26,11 +26,11 @@ from asgi_mysql_session import (
     SessionInterrupted,
     SessionStore,
     ddl,
+    loading,
     new_session_id,
     saving,
     serializer,
 )
-from asgi_mysql_session import store as store_module
 from asgi_mysql_session.gateway import Gateway
 from asgi_mysql_session.locks import KeyedLocks
 from asgi_mysql_session.metrics import SessionObserver
@@ -244,7 +244,7 @@ async def test_nested_values_are_checked_when_first_handed_out_and_packed_only_a
     sid = await save_new(rows, user_id=7, cart=cart)
     spied("packs_to", saving)
     spied("check_value", saving)  # a save's
-    spied("check_value", store_module)  # when handed out
+    spied("check_value", loading)  # when handed out
     spied("check_value", serializer)  # decode()'s
     store = await opened(rows, sid)
     assert store["user_id"] == 7
