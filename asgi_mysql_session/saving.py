@@ -37,8 +37,8 @@ from .serializer import (
     nested_keys,
     pack_values,
     packed,
-    packs_to,
     plain,
+    try_pack,
 )
 
 logger = logging.getLogger("asgi_mysql_session")
@@ -61,17 +61,19 @@ class SessionSaving(SessionLoading):
 
     # -- persistence -----------------------------------------------------------------
 
-    def _encode(self) -> bytes:
-        """The bytes to store. Scalars were checked when set or read; lists and dicts the
-        app got hold of may have changed in place since, so those are checked again; ones
-        from the row never handed out go back as they were read."""
+    def _encode(self, raw: bytes | None = None) -> bytes:
+        """The bytes to store (``raw``: the data as just packed, unchecked). Scalars were
+        checked when set or read; lists and dicts the app got hold of may have changed in
+        place since, so those are checked again; ones from the row never handed out go back
+        as they were read."""
         if self._lent:
             unchecked = self._unchecked or ()
             for key, value in _items(self):
                 if type(value) in NESTED and key not in unchecked:
                     check_value(key, value)
         try:
-            raw = pack_values(plain(self))
+            if raw is None:
+                raw = pack_values(plain(self))
         except Exception as exc:  # a row's value msgpack could read but not write (too deep)
             encode({k: v for k, v in _items(self) if type(v) is not Packed})  # names it
             raise TypeError(f"session data cannot be packed: {exc}") from None
@@ -131,8 +133,9 @@ class SessionSaving(SessionLoading):
                 await rows.delete(self.key_hash)
                 return self._forget()
             # Read but not set: what packs to the stored bytes is unchanged, so needs no check.
-            if self._modified or not packs_to(plain(self), self._raw):
-                raw = self._encode()
+            packed_now = None if self._modified else try_pack(plain(self))
+            if packed_now != self._raw:
+                raw = self._encode(packed_now)
                 if raw != self._raw or owner_changed:
                     return await self._write(raw)
             elif owner_changed:

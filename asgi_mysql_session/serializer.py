@@ -216,14 +216,14 @@ def nested_keys(values: dict[str, Any]) -> set[str] | None:
     return {key for key, value in values.items() if type(value) in LENDABLE}
 
 
-def packs_to(data: dict[str, Any], stored: bytes) -> bool:
-    """Whether ``data`` packs to exactly ``stored`` (then nothing changed that a save would
-    write). Packed without the type walk: anything it cannot pack, or packs differently,
-    is simply "changed", and ``encode`` then checks and refuses it by name."""
+def try_pack(data: dict[str, Any]) -> bytes | None:
+    """``data`` packed without the type walk, to compare with what is stored (equal bytes:
+    nothing changed that a save would write); None if msgpack cannot pack it (a set, an
+    object, too deep), which ``encode`` then refuses by name."""
     try:
-        return pack_values(data) == stored
-    except Exception:  # unpackable (a set, an object, too deep): changed, encode() says why
-        return False
+        return pack_values(data)
+    except Exception:
+        return None
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

@@ -51,7 +51,8 @@ class SessionStore(SessionSaving):
     C-level reads of the dict storage that call no method (``dict.__getitem__(store, k)``,
     some C extensions) are not seen: call ``mark_accessed()`` after those, and
     ``mark_modified()`` after changing a list or dict reached that way (changes to the ones
-    the methods hand out are found on their own).
+    the methods hand out are found on their own). They may also find a big list or dict not
+    decoded yet (``serializer.Packed``): give such code ``copy()``, a plain dict.
     """
 
     __slots__ = ()
@@ -249,6 +250,9 @@ class SessionStore(SessionSaving):
         self._check()
         self.accessed = True
         self._verify_all()  # values still Packed are compared decoded
+        if isinstance(other, SessionStore) and other is not self:
+            other._check()
+            other._verify_all()
         return dict.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:

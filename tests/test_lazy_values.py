@@ -141,6 +141,13 @@ async def test_a_session_holding_a_packed_value_compares_as_its_data(session_tab
     assert store != {"user_id": 7, "cart": []}
 
 
+async def test_two_sessions_with_packed_values_compare_by_their_data(session_table: SessionTable) -> None:
+    first = await opened(session_table, await save_new(session_table, cart=CART))
+    second = await opened(session_table, await save_new(session_table, cart=CART))
+    assert first == second
+    assert (first != second) is False
+
+
 async def test_a_big_nested_value_changed_in_place_is_saved(
     session_table: SessionTable, db: Database, table: str
 ) -> None:

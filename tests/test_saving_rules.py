@@ -242,7 +242,7 @@ async def test_nested_values_are_checked_when_first_handed_out_and_packed_only_a
 
     cart = [{"sku": f"SKU-{n}", "qty": 1} for n in range(50)]
     sid = await save_new(rows, user_id=7, cart=cart)
-    spied("packs_to", saving)
+    spied("try_pack", saving)
     spied("check_value", saving)  # a save's
     spied("check_value", loading)  # when handed out
     spied("check_value", serializer)  # decode()'s
@@ -258,11 +258,32 @@ async def test_nested_values_are_checked_when_first_handed_out_and_packed_only_a
     assert calls == ["check_value"]  # checked the first time the app gets it
     assert store["cart"] == cart
     assert await store.release() is SaveResult.NOTHING
-    assert calls == ["check_value", "packs_to"]  # the app holds it: compared at release
+    assert calls == ["check_value", "try_pack"]  # the app holds it: compared at release
     store["counter"] = 2
     calls.clear()
     assert await store.release() is SaveResult.UPDATED
     assert calls == ["check_value"]  # and checked again before it is written
+
+
+async def test_a_nested_value_changed_in_place_is_packed_once_at_release(
+    rows: SessionTable, db: Database, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes packed to compare with the row are the bytes written (after the check)."""
+    sid = await save_new(rows, a=1, cart=[1, 2])
+    packs: list[int] = []
+    real = serializer.pack_values
+
+    def spy(values: dict[str, Any]) -> bytes:
+        packs.append(len(values))
+        return real(values)
+
+    monkeypatch.setattr(serializer, "pack_values", spy)
+    monkeypatch.setattr(saving, "pack_values", spy)
+    store = await opened(rows, sid)
+    store["cart"].append(3)
+    assert await store.release() is SaveResult.UPDATED
+    assert packs == [2]
+    assert stored(db, table, sid) == {"a": 1, "cart": [1, 2, 3]}
 
 
 async def test_a_stored_nested_value_that_cannot_be_stored_is_dropped_when_first_handed_out(
