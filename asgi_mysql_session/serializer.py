@@ -29,6 +29,7 @@ LAZY_SIZE = 1024
 #: First bytes of a packed map (fixmap, map 16/32), and of a packed map or array.
 _MAP_FIRST = frozenset((*range(0x80, 0x90), 0xDE, 0xDF))
 _CONTAINER_FIRST = _MAP_FIRST | {*range(0x90, 0xA0), 0xDC, 0xDD}
+_STR_FIRST = frozenset((*range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB))  # fixstr, str 8/16/32
 
 
 class Packed:
@@ -272,23 +273,34 @@ def decode(raw: bytes, *, lazy: bool = False) -> dict[str, Any]:
     return data
 
 
+#: Unpackers ready for reuse: making one zeroes its 32 KB parse stack (half the cost of
+#: decoding an 8 KB row's top level). One is put back only after it read a whole row of at
+#: most ``_READ_SIZE`` bytes, so it holds nothing and its buffer never grew.
+_SPARE: list[msgpack.Unpacker] = []
+_READ_SIZE = 1 << 16
+_MAX_ROW = 1 << 24  # MEDIUMBLOB
+
+
 def _decode_top_level(raw: bytes) -> Any:
     """The top-level map of ``raw``, its big lists and dicts left ``Packed`` (skipped by
     msgpack in C, which still checks that they are whole)."""
-    unpacker = msgpack.Unpacker(
-        None, raw=False, strict_map_key=True, ext_hook=_refuse_ext, max_buffer_size=len(raw)
-    )
+    if raw[0] not in _MAP_FIRST:  # not a map: decode() says so
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    unpacker = _SPARE.pop() if _SPARE else _new_unpacker()
     unpacker.feed(raw)
-    if raw[0] not in _MAP_FIRST:
-        return unpacker.unpack()  # not a map: decode() says so
     unpack, tell = unpacker.unpack, unpacker.tell
+    base = tell()  # (a reused unpacker counts from its first row)
     data = {}
-    for _ in range(unpacker.read_map_header()):
+    count = unpacker.read_map_header()
+    end = tell() - base
+    for _ in range(count):
+        if raw[end] not in _STR_FIRST:  # (so no key is ever built that is a container)
+            raise ValueError("a key of the top-level map is not a str")
         key = unpack()
-        start = tell()
+        start = tell() - base
         if raw[start] in _CONTAINER_FIRST:
             unpacker.skip()
-            end = tell()
+            end = tell() - base
             piece = raw[start:end]
             data[key] = (
                 Packed(piece)
@@ -297,6 +309,20 @@ def _decode_top_level(raw: bytes) -> Any:
             )
         else:
             data[key] = unpack()
-    if tell() != len(raw):
+            end = tell() - base
+    if end != len(raw):
         raise ValueError("extra data after the map")
+    if len(raw) <= _READ_SIZE:
+        _SPARE.append(unpacker)
     return data
+
+
+def _new_unpacker() -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        None,
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_refuse_ext,
+        max_buffer_size=_MAX_ROW,
+        read_size=_READ_SIZE,
+    )

@@ -332,3 +332,13 @@ def test_a_cut_row_is_a_decode_error_lazily_too(data: dict[str, Any], cut: int) 
     raw = serializer.encode(data)
     with pytest.raises(SessionDecodeError):
         decode(raw[:-cut], lazy=True)
+
+
+def test_a_row_that_fails_halfway_leaves_the_next_rows_decode_intact() -> None:
+    """The top-level reader is reused from row to row (making one costs more than using it)."""
+    good = serializer.encode({"user_id": 7, "pad": PAD})
+    bad = serializer.encode({"user_id": 7, "pad": PAD, "z": 1})[:-1]  # cut inside the last value
+    for _ in range(3):
+        with pytest.raises(SessionDecodeError):
+            decode(bad, lazy=True)
+        assert serializer.pack_values(decode(good, lazy=True)) == good
