@@ -290,3 +290,18 @@ async def eventually(condition: Callable[[], bool], what: str, bound: float = 10
         if loop.time() > deadline:
             pytest.fail(f"still not true after {bound:g}s: {what}")
         await asyncio.sleep(0.01)
+
+
+#: Every way the app can get hold of the list under "cart" (each must be noticed).
+HANDED_OUT: dict[str, Callable[[SessionStore], Any]] = {
+    "getitem": lambda s: s["cart"],
+    "get": lambda s: s.get("cart"),
+    "setdefault": lambda s: s.setdefault("cart", []),
+    "values": lambda s: next(v for v in s.values() if isinstance(v, list)),
+    "items": lambda s: dict(s.items())["cart"],
+    "copy": lambda s: s.copy()["cart"],
+    "or": lambda s: (s | {})["cart"],
+    "ror": lambda s: ({} | s)["cart"],
+    "dict()": lambda s: dict(s)["cart"],
+    "unpacking": lambda s: {**s}["cart"],
+}

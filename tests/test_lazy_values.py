@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
+import conftest
 import msgpack
 import pytest
 from conftest import Database, FakeClock, StatementCounter, key_of, row_count, save_new, table_on
@@ -106,19 +106,10 @@ async def test_a_session_with_nothing_changed_writes_nothing_even_after_the_cart
     assert table_statements.delta() == {}
 
 
-HANDED_OUT: dict[str, Callable[[SessionStore], Any]] = {
-    "getitem": lambda s: s["cart"],
-    "get": lambda s: s.get("cart"),
-    "setdefault": lambda s: s.setdefault("cart", []),
+HANDED_OUT = {
+    **conftest.HANDED_OUT,
     "pop": lambda s: s.pop("cart"),
     "popitem": lambda s: s.popitem()[1],
-    "values": lambda s: list(s.values())[-1],
-    "items": lambda s: dict(s.items())["cart"],
-    "copy": lambda s: s.copy()["cart"],
-    "or": lambda s: (s | {})["cart"],
-    "ror": lambda s: ({} | s)["cart"],
-    "dict()": lambda s: dict(s)["cart"],
-    "unpacking": lambda s: {**s}["cart"],
     "json.dumps": lambda s: json.loads(json.dumps(s))["cart"],
 }
 

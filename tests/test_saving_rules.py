@@ -18,7 +18,16 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import Database, FakeClock, StatementCounter, is_tombstone, key_of, save_new, table_on
+from conftest import (
+    HANDED_OUT,
+    Database,
+    FakeClock,
+    StatementCounter,
+    is_tombstone,
+    key_of,
+    save_new,
+    table_on,
+)
 
 from asgi_mysql_session import (
     SaveResult,
@@ -168,20 +177,6 @@ async def test_a_nested_value_read_and_left_alone_writes_nothing(
 
 
 # Every way the store hands out a list it holds: what the app changes through it is saved.
-HANDED_OUT: dict[str, Callable[[SessionStore], Any]] = {
-    "getitem": lambda s: s["cart"],
-    "get": lambda s: s.get("cart"),
-    "setdefault": lambda s: s.setdefault("cart", []),
-    "values": lambda s: next(v for v in s.values() if isinstance(v, list)),
-    "items": lambda s: dict(s.items())["cart"],
-    "copy": lambda s: s.copy()["cart"],
-    "or": lambda s: (s | {})["cart"],
-    "ror": lambda s: ({} | s)["cart"],
-    "dict()": lambda s: dict(s)["cart"],
-    "unpacking": lambda s: {**s}["cart"],
-}
-
-
 @pytest.mark.parametrize("way", HANDED_OUT)
 async def test_a_nested_value_changed_in_place_is_saved_whichever_method_handed_it_out(
     rows: SessionTable, statements: StatementCounter, db: Database, table: str, way: str
