@@ -188,7 +188,7 @@ class SessionSaving(SessionLoading):
                 _clear(self)
                 _update(self, merged)
                 unchecked = nested_keys(row.values)
-                self._unchecked = None if unchecked is None else unchecked - sets.keys()
+                self._unchecked = None if unchecked is None else unchecked - sets.keys() - deletes
                 self._raw, self._version = row.data, row.version
                 self._created, self._expiry = row.created, row.expiry
                 self._stored_owner = row.owner

@@ -245,7 +245,7 @@ def decode(raw: bytes, *, lazy: bool = False) -> dict[str, Any]:
 
     Lists and dicts are not walked here (an 8 KB cart is 250 values, and most requests never
     look at it): the store checks each one the first time it hands it to the app
-    (``SessionSaving._lend``) and writes the ones never handed out back as they were read.
+    (``SessionLoading._lend``) and writes the ones never handed out back as they were read.
     With ``lazy``, the ones packed into ``LAZY_SIZE`` bytes or more are not even decoded:
     they stay ``Packed``. msgpack itself guarantees the rest: str is valid UTF-8, ints are
     in range, map keys are str or bytes, and ext types are refused here.

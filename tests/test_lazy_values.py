@@ -232,6 +232,20 @@ async def test_a_cart_replaced_by_one_writer_is_kept_by_the_other_writers_merge(
     assert decode(stored_bytes(db, table, sid)) == {"user_id": 7, "cart": CART[:1], "counter": 1}
 
 
+async def test_a_nested_value_deleted_while_another_writer_wrote_stays_deleted_and_unlisted(
+    session_table: SessionTable, db: Database, table: str
+) -> None:
+    sid = await save_new(session_table, user_id=7, cart=CART)
+    first = await opened(session_table, sid)
+    second = await opened(session_table, sid)
+    second["counter"] = 1
+    assert await second.release() is SaveResult.UPDATED
+    del first["cart"]
+    assert await first.release() is SaveResult.UPDATED  # merged onto the second's row
+    assert list(first) == ["user_id", "counter"]
+    assert decode(stored_bytes(db, table, sid)) == {"user_id": 7, "counter": 1}
+
+
 async def test_a_nested_value_deleted_before_it_was_looked_at_leaves_the_rest_listable(
     session_table: SessionTable,
 ) -> None:
