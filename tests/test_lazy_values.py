@@ -219,14 +219,20 @@ async def test_a_packed_value_survives_a_merge_with_another_writer(
     }
 
 
+async def behind_a_counter_write(rows: SessionTable) -> tuple[str, SessionStore]:
+    """A session with a cart, read by a request while another request set a counter."""
+    sid = await save_new(rows, user_id=7, cart=CART)
+    first = await opened(rows, sid)
+    second = await opened(rows, sid)
+    second["counter"] = 1
+    assert await second.release() is SaveResult.UPDATED
+    return sid, first
+
+
 async def test_a_cart_replaced_by_one_writer_is_kept_by_the_other_writers_merge(
     session_table: SessionTable, db: Database, table: str
 ) -> None:
-    sid = await save_new(session_table, user_id=7, cart=CART)
-    first = await opened(session_table, sid)
-    second = await opened(session_table, sid)
-    second["counter"] = 1
-    assert await second.release() is SaveResult.UPDATED
+    sid, first = await behind_a_counter_write(session_table)
     first["cart"] = CART[:1]
     assert await first.release() is SaveResult.UPDATED
     assert decode(stored_bytes(db, table, sid)) == {"user_id": 7, "cart": CART[:1], "counter": 1}
@@ -235,11 +241,7 @@ async def test_a_cart_replaced_by_one_writer_is_kept_by_the_other_writers_merge(
 async def test_a_nested_value_deleted_while_another_writer_wrote_stays_deleted_and_unlisted(
     session_table: SessionTable, db: Database, table: str
 ) -> None:
-    sid = await save_new(session_table, user_id=7, cart=CART)
-    first = await opened(session_table, sid)
-    second = await opened(session_table, sid)
-    second["counter"] = 1
-    assert await second.release() is SaveResult.UPDATED
+    sid, first = await behind_a_counter_write(session_table)
     del first["cart"]
     assert await first.release() is SaveResult.UPDATED  # merged onto the second's row
     assert list(first) == ["user_id", "counter"]
