@@ -73,8 +73,9 @@ async def test_concurrent_reads_answer_what_separate_reads_answer(
     together = await asyncio.gather(*(session_table.lookup(key) for key in keys + keys[::-1]))
     assert list(together) == alone + alone[::-1]
     distinct = len(set(keys))
-    # The first read goes at once (nothing was in flight), the rest of the turn is batched.
-    assert statements.delta() == {"select": 1 + -(-(distinct - 1) // BATCH)}
+    # The first read goes at once (nothing was in flight), the rest of the turn is batched:
+    # every key, the first one's too (its second read comes later in the turn).
+    assert statements.delta() == {"select": 1 + -(-distinct // BATCH)}
 
     separate = table_on(session_table.gateway, table, clock, coalesce_reads=False)
     statements.start()
@@ -161,7 +162,7 @@ async def test_more_keys_than_a_batch_and_a_row_too_big_to_pack(
     statements.start()
     rows = await asyncio.gather(*(session_table.fetch(key_of(s)) for s in sids))
     assert [row.values["n"] for row in rows if row] == list(range(BATCH + 6))
-    assert statements.delta() == {"select": 1 + 2}  # the first alone, then 32 and 5
+    assert statements.delta() == {"select": 1 + 2}  # the first alone, then a full batch and 5
     # A value the server could not pack (over max_allowed_packet) comes back as "key,".
     _, where, rest = session_table.sql.select_many.partition(" FROM ")
     too_big = "SELECT CONCAT(session_key, ',', IFNULL(CAST(NULL AS BINARY), ''))" + where + rest
@@ -170,6 +171,33 @@ async def test_more_keys_than_a_batch_and_a_row_too_big_to_pack(
     rows = await asyncio.gather(*(session_table.fetch(key_of(s)) for s in sids[:4]))
     assert [(row.values, row.owner) for row in rows if row] == [({"n": i}, "o") for i in range(4)]
     assert statements.delta() == {"select": 1 + 1 + 3}  # the first alone, the batch, 3 too big
+
+
+async def test_a_busy_turn_goes_out_as_several_statements_side_by_side(
+    session_table: SessionTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 reads of one turn are not one 30-key statement that they all wait on (and then
+    answer together, their clients coming back together: a convoy): the first goes alone,
+    the other 29 as statements of at most 8 keys, all sent before any answers."""
+    sids = [await save_new(session_table, n=i) for i in range(30)]
+    gateway = session_table.gateway
+    execute = gateway.execute
+    batches: list[int] = []
+    everything_sent = asyncio.Event()
+
+    async def held_until_everything_is_sent(statement: str, args: tuple[object, ...] = ()) -> object:
+        if statement != session_table.sql.select:
+            batches.append(len(args) - 2)  # the keys, then (now, born_after)
+        if sum(batches) == len(sids) - 1:
+            everything_sent.set()
+        # Statements sent one after another would wait here forever: the timeout says so.
+        await asyncio.wait_for(everything_sent.wait(), 5)
+        return await execute(statement, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gateway, "execute", held_until_everything_is_sent)
+    rows = await asyncio.gather(*(session_table.fetch(key_of(s)) for s in sids))
+    assert [row.values["n"] for row in rows if row] == list(range(30))
+    assert BATCH == 8 and batches == [8, 8, 8, 5]
 
 
 def test_a_provider_opened_again_on_another_loop_still_reads(table: str) -> None:
