@@ -63,7 +63,7 @@ async def evicted(survivors: list[str], since: float) -> float:
     """Seconds from ``since`` until every surviving node's view has dropped the dead member.
 
     Galera decides when, not the provider: ``evs.suspect_timeout`` (5 s) after it last heard
-    from the member, then a round to install the new view. That took 6.4-6.5 s here, but
+    from the member, then a round to install the new view. That took 5.4-6.5 s here, but
     once, in CI, the survivors still counted three members 8.6 s after the kill; so it is
     observed, with a ceiling far beyond ``evs.inactive_timeout`` (15 s).
     """
